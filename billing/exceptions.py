@@ -1,0 +1,27 @@
+class BillingError(Exception):
+    """A billing operation that could not be done; `user_message` is safe to show the user."""
+
+    def __init__(self, description: str, user_message: str | None = None):
+        super().__init__(description)
+        self.description = description
+        self.user_message = user_message or description
+
+
+class InsufficientCredits(BillingError):
+    """The balance is smaller than the amount asked for; nothing was changed."""
+
+    def __init__(self, *, balance: int, requested: int):
+        super().__init__(
+            f"balance {balance} is below the {requested} credits requested",
+            f"You need {requested} credit{'s' if requested != 1 else ''} but have {balance}.",
+        )
+        self.balance = balance
+        self.requested = requested
+
+
+class IdempotencyKeyReused(BillingError):
+    """An idempotency key was sent again with a different operation than the first time."""
+
+
+class AppendOnlyViolation(Exception):
+    """Something tried to change or remove a ledger entry."""

@@ -1,0 +1,227 @@
+"""The one writer of balances.
+
+Every change to `Profile.credits` happens here, and each one writes its `LedgerEntry` in the same
+transaction, so `credits == sum(delta)` always holds. The balance moves with a conditional UPDATE
+(`... WHERE credits + delta >= 0`), never read-modify-write, so concurrent spenders in any number
+of processes can never take it below zero. Idempotency comes from the unique
+`LedgerEntry.idempotency_key`: a repeat loses the insert race at the database, its transaction
+(including its UPDATE) rolls back, and the first entry is returned.
+
+On PostgreSQL the UPDATE and the INSERT are one statement:
+
+    WITH u AS (UPDATE billing_profile SET credits = credits + %s
+               WHERE user_id = %s AND credits + %s >= 0 RETURNING id, credits)
+    INSERT INTO billing_ledgerentry (...) SELECT u.id, ..., u.credits FROM u RETURNING id
+
+One round trip instead of three (update, read back, insert): the balance and its row still change
+atomically, and the UPDATE's row lock still serialises writers to one profile. Other databases
+(SQLite) take the portable ORM path: an F() update, a read-back, and an insert, in one
+transaction (SQLite's IMMEDIATE transactions hold the write lock for all three).
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
+from billing.models import LedgerEntry, Payment, Profile
+
+Kind = LedgerEntry.Kind
+
+
+def get_balance(user) -> int:
+    """The user's current balance (0 for a user without a profile yet)."""
+    balance = Profile.objects.filter(user_id=user.pk).values_list("credits", flat=True).first()
+    return balance or 0
+
+
+def add_credits(
+    user,
+    amount: int,
+    *,
+    kind: str,
+    reason: str,
+    actor=None,
+    payment: Payment | None = None,
+    idempotency_key: str | None = None,
+) -> LedgerEntry:
+    """Add `amount` (> 0) credits to the user's balance and record why."""
+    _check_positive(amount)
+    if kind not in Kind.values or kind == Kind.SPEND:
+        raise ValueError(f"kind must be one of {sorted(set(Kind.values) - {Kind.SPEND})}, got {kind!r}")
+    return _apply(user, amount, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key)
+
+
+def spend_credits(user, amount: int, *, reason: str, idempotency_key: str | None = None) -> LedgerEntry:
+    """Take `amount` (> 0) credits; raises InsufficientCredits, changing nothing, if the balance is short."""
+    _check_positive(amount)
+    return _apply(user, -amount, kind=Kind.SPEND, reason=reason, idempotency_key=idempotency_key)
+
+
+def adjust_credits(user, delta: int, *, reason: str, actor, idempotency_key: str | None = None) -> LedgerEntry:
+    """A staff correction by a signed, non-zero `delta`; a reason is required and the actor recorded."""
+    if not _is_int(delta) or delta == 0:
+        raise ValueError(f"delta must be a non-zero whole number, got {delta!r}")
+    if not (reason or "").strip():
+        raise ValueError("a reason is required for an adjustment")
+    return _apply(user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key)
+
+
+def claw_back_credits(
+    user, amount: int, *, kind: str, reason: str, payment: Payment | None = None, idempotency_key: str | None = None
+) -> tuple[LedgerEntry | None, int]:
+    """Remove up to `amount` credits, never below zero. Returns (entry or None, credits not recovered).
+
+    Used for refunds and disputes: credits already spent cannot be taken back, and the shortfall
+    is the caller's to record. Must run inside the caller's transaction when the caller needs the
+    shortfall recorded atomically with the entry.
+    """
+    _check_positive(amount)
+    if kind not in (Kind.REFUND, Kind.DISPUTE, Kind.ADJUSTMENT):
+        raise ValueError(f"kind must be refund, dispute or adjustment, got {kind!r}")
+    with transaction.atomic():
+        profile = _profile_for_update(user)
+        if idempotency_key is not None:
+            # Under the profile's row lock, so an earlier clawback with this key has committed.
+            done = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+            if done is not None:
+                return done, 0
+        take = min(profile.credits, amount)
+        if take == 0:
+            return None, amount
+        entry = _apply(user, -take, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
+        return entry, amount - take
+
+
+# --- internals ------------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive(amount) -> None:
+    if not _is_int(amount) or amount <= 0:
+        raise ValueError(f"amount must be a positive whole number of credits, got {amount!r}")
+
+
+def _profile_for_update(user) -> Profile:
+    profile, _ = Profile.objects.select_for_update().get_or_create(user_id=user.pk)
+    return profile
+
+
+def _apply(
+    user,
+    delta: int,
+    *,
+    kind: str,
+    reason: str,
+    actor=None,
+    payment: Payment | None = None,
+    idempotency_key: str | None = None,
+) -> LedgerEntry:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("a reason is required for every ledger entry")
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise ValueError("an idempotency key, when given, must not be blank")
+    fields = {
+        "delta": delta,
+        "kind": kind,
+        "reason": reason[:255],
+        "actor_id": actor.pk if actor is not None else None,
+        "payment_id": payment.pk if payment is not None else None,
+        "idempotency_key": idempotency_key,
+    }
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                entry = _write(user.pk, fields)
+        except IntegrityError:
+            # The only unique keys an insert can collide on are the idempotency key and the
+            # one-purchase-per-payment rule: either way the operation already happened.
+            existing = _existing_entry(fields)
+            if existing is None:
+                raise
+            return _check_same_operation(existing, user, fields)
+        if entry is not None:
+            return entry
+        # No row was updated: the balance is short, the key was used before, or there is no profile.
+        if idempotency_key is not None or (payment is not None and kind == Kind.PURCHASE):
+            existing = _existing_entry(fields)
+            if existing is not None:
+                return _check_same_operation(existing, user, fields)
+        if attempt == 0 and not Profile.objects.filter(user_id=user.pk).exists():
+            Profile.objects.get_or_create(user_id=user.pk)
+            continue
+        raise InsufficientCredits(balance=get_balance(user), requested=-delta)
+    raise AssertionError("unreachable")
+
+
+def _write(user_id: int, fields: dict) -> LedgerEntry | None:
+    """Move the balance and append its entry; None when the conditional UPDATE matched no row."""
+    alias = router.db_for_write(LedgerEntry)
+    now = timezone.now()
+    if connections[alias].vendor == "postgresql":
+        return _write_postgresql(alias, user_id, fields, now)
+    updated = Profile.objects.filter(user_id=user_id, credits__gte=-fields["delta"]).update(
+        credits=F("credits") + fields["delta"]
+    )
+    if not updated:
+        return None
+    profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
+    return LedgerEntry.objects.create(profile_id=profile_id, balance_after=balance, created_at=now, **fields)
+
+
+_PG_SQL = """
+WITH u AS (
+    UPDATE {profile} SET credits = credits + %(delta)s
+    WHERE user_id = %(user_id)s AND credits + %(delta)s >= 0
+    RETURNING id, credits
+)
+INSERT INTO {ledger} (profile_id, delta, balance_after, kind, reason, actor_id, payment_id, idempotency_key, created_at)
+SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(actor_id)s, %(payment_id)s, %(idempotency_key)s, %(now)s
+FROM u
+RETURNING id, profile_id, balance_after
+"""
+
+
+def _write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
+    sql = _PG_SQL.format(profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, {**fields, "user_id": user_id, "now": now})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    entry_id, profile_id, balance_after = row
+    entry = LedgerEntry(id=entry_id, profile_id=profile_id, balance_after=balance_after, created_at=now, **fields)
+    entry._state.adding = False
+    entry._state.db = alias
+    return entry
+
+
+def _existing_entry(fields: dict) -> LedgerEntry | None:
+    if fields["idempotency_key"] is not None:
+        found = LedgerEntry.objects.filter(idempotency_key=fields["idempotency_key"]).first()
+        if found is not None:
+            return found
+    if fields["payment_id"] is not None and fields["kind"] == Kind.PURCHASE:
+        return LedgerEntry.objects.filter(payment_id=fields["payment_id"], kind=Kind.PURCHASE).first()
+    return None
+
+
+def _check_same_operation(existing: LedgerEntry, user, fields: dict) -> LedgerEntry:
+    same = (
+        existing.profile.user_id == user.pk
+        and existing.delta == fields["delta"]
+        and existing.kind == fields["kind"]
+        and existing.payment_id == fields["payment_id"]
+    )
+    if not same:
+        raise IdempotencyKeyReused(
+            f"idempotency key {fields['idempotency_key']!r} was first used for a different operation "
+            f"(entry {existing.pk}: {existing.delta:+d} {existing.kind})"
+        )
+    return existing

@@ -1,0 +1,195 @@
+"""Billing data: balances, the packs for sale, payments, the append-only ledger, Stripe events.
+
+Money is integer minor units (cents) and credits are integers; the database refuses what must
+never happen (a negative balance, a zero ledger delta, a second row for a unique key).
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from billing.exceptions import AppendOnlyViolation
+
+
+class Profile(models.Model):
+    """A user's balance. Invariant: credits == sum of its ledger deltas, and never below zero.
+
+    Only billing.ledger writes `credits`.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    credits = models.IntegerField(default=0, editable=False)
+    stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(credits__gte=0), name="billing_profile_credits_gte_0")]
+        permissions = [("adjust_credits", "Can adjust a user's credits")]
+
+    def __str__(self):
+        return f"{self.user} ({self.credits} credits)"
+
+
+class CreditPack(models.Model):
+    """Something for sale: `credits` for `amount` minor units of `currency`. The server's price is the only price."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField()
+    amount = models.PositiveIntegerField(help_text="Price in minor units of the currency, e.g. cents.")
+    currency = models.CharField(max_length=3, default="usd")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["amount", "slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="billing_creditpack_credits_gt_0"),
+            # Stripe's minimum charge is 50 cents (or its equivalent).
+            models.CheckConstraint(condition=Q(amount__gte=50), name="billing_creditpack_amount_gte_50"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"), name="billing_creditpack_currency_iso"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def save(self, *args, **kwargs):
+        self.currency = (self.currency or "").lower()
+        super().save(*args, **kwargs)
+
+
+class Payment(models.Model):
+    """One attempt to buy a pack. Its price and credits are copied from the pack when it starts,
+    so later pack edits never change what a payment was for. Credited at most once (a unique
+    purchase ledger entry per payment)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        REQUIRES_ACTION = "requires_action"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REFUNDED = "refunded"
+        DISPUTED = "disputed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="payments")
+    credits = models.PositiveIntegerField()
+    amount = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    amount_refunded = models.PositiveIntegerField(default=0)
+    credits_clawed_back = models.PositiveIntegerField(default=0)
+    # Credits a refund or dispute should have removed but could not, because they were spent.
+    credits_unrecovered = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="billing_payment_user_created"),
+            models.Index(fields=["status", "created_at"], name="billing_payment_status_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="billing_payment_amount_gt_0"),
+            models.CheckConstraint(condition=Q(credits__gt=0), name="billing_payment_credits_gt_0"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__lte=models.F("amount")), name="billing_payment_refund_lte_amount"
+            ),
+            models.CheckConstraint(
+                condition=Q(credits_clawed_back__lte=models.F("credits")), name="billing_payment_clawback_lte_credits"
+            ),
+        ]
+        permissions = [("refund_payment", "Can refund a payment through Stripe")]
+
+    def __str__(self):
+        return f"Payment {self.pk} ({self.get_status_display()}, {self.amount} {self.currency})"
+
+
+class LedgerEntryQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyViolation("ledger entries are never updated; append a correcting entry instead")
+
+    def delete(self):
+        raise AppendOnlyViolation("ledger entries are never deleted; append a correcting entry instead")
+
+    update.queryset_only = True
+    delete.queryset_only = True
+
+
+class LedgerEntry(models.Model):
+    """One change to one balance. Append-only: a new row is written instead of changing an old
+    one (refused by the ORM here and by a trigger on PostgreSQL)."""
+
+    class Kind(models.TextChoices):
+        PURCHASE = "purchase"
+        SPEND = "spend"
+        ADJUSTMENT = "adjustment"
+        REFUND = "refund"
+        DISPUTE = "dispute"
+        GRANT = "grant"
+
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
+    delta = models.IntegerField()
+    balance_after = models.IntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    reason = models.CharField(max_length=255)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries")
+    idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LedgerEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["profile", "-id"], name="billing_ledger_profile_id")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(delta=0), name="billing_ledgerentry_delta_nonzero"),
+            models.CheckConstraint(condition=Q(balance_after__gte=0), name="billing_ledgerentry_balance_gte_0"),
+            # A payment is credited once, whichever path gets there first.
+            models.UniqueConstraint(
+                fields=["payment"], condition=Q(kind="purchase"), name="billing_ledgerentry_one_purchase_per_payment"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.delta:+d} {self.kind} ({self.reason})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyViolation("ledger entries are never updated; append a correcting entry instead")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyViolation("ledger entries are never deleted; append a correcting entry instead")
+
+
+class StripeEvent(models.Model):
+    """Every webhook event Stripe sent, stored once by its id, with what became of it."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        FAILED = "failed"
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True, default="")
+    payload = models.JSONField()
+    attempts = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["status", "received_at"], name="billing_event_status_received")]
+
+    def __str__(self):
+        return f"{self.type} {self.event_id} ({self.status})"
