@@ -79,6 +79,7 @@ class Payment(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     failure_message = models.CharField(max_length=500, blank=True, default="")
     amount_refunded = models.PositiveIntegerField(default=0)
+    amount_disputed = models.PositiveIntegerField(default=0)
     credits_clawed_back = models.PositiveIntegerField(default=0)
     # Credits a refund or dispute should have removed but could not, because they were spent.
     credits_unrecovered = models.PositiveIntegerField(default=0)
@@ -96,6 +97,9 @@ class Payment(models.Model):
             models.CheckConstraint(condition=Q(credits__gt=0), name="billing_payment_credits_gt_0"),
             models.CheckConstraint(
                 condition=Q(amount_refunded__lte=models.F("amount")), name="billing_payment_refund_lte_amount"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_disputed__lte=models.F("amount")), name="billing_payment_dispute_lte_amount"
             ),
             models.CheckConstraint(
                 condition=Q(credits_clawed_back__lte=models.F("credits")), name="billing_payment_clawback_lte_credits"

@@ -72,3 +72,23 @@ def _in_child(target, args):
         return target(*args)
     finally:
         connections.close_all()
+
+
+@pytest.fixture(scope="session")
+def localstripe_server():
+    """A live localstripe for the whole test session: loopback, free port, empty state."""
+    from scripts import localstripe_server
+
+    proc, base = localstripe_server.start()
+    try:
+        yield base
+    finally:
+        localstripe_server.stop(proc)
+
+
+@pytest.fixture
+def localstripe(localstripe_server, settings):
+    """Point the app's Stripe client at the live localstripe for this test."""
+    settings.STRIPE_API_BASE = localstripe_server
+    settings.STRIPE_JS_URL = f"{localstripe_server}/js.stripe.com/v3/"
+    return localstripe_server
