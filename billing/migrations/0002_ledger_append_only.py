@@ -28,14 +28,19 @@ DROP FUNCTION IF EXISTS billing_ledger_append_only();
 """
 
 
-def create_trigger(apps, schema_editor):
+def _run(schema_editor, sql):
+    # No parameters: the '%' in RAISE's format string must reach PostgreSQL as it is.
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER_SQL)
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(sql)
+
+
+def create_trigger(apps, schema_editor):
+    _run(schema_editor, TRIGGER_SQL)
 
 
 def drop_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_SQL)
+    _run(schema_editor, DROP_SQL)
 
 
 class Migration(migrations.Migration):
