@@ -21,5 +21,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Benchmarks on PostgreSQL (BENCH_DATABASE_URL, default: DATABASE_URL's server, database <name>_bench,
+# dropped and re-created). Full run: about 15 minutes, writes docs/BENCHMARKS.md. Smoke: seconds, for CI.
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+bench-smoke: $(VENV)/.installed
+	$(PY) -m bench --smoke
+
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache

@@ -11,7 +11,7 @@ class UserManager(BaseUserManager):
     def _create_user(self, email, password, **extra_fields):
         if not email:
             raise ValueError("An email address is required")
-        user = self.model(email=self.normalize_email(email), **extra_fields)
+        user = self.model(email=email, **extra_fields)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -49,3 +49,16 @@ class User(AbstractUser):
 
     def __str__(self):
         return self.email
+
+    @staticmethod
+    def normalize(email: str) -> str:
+        """One spelling per address: trimmed and lower-cased (allauth looks addresses up lower-cased)."""
+        return (email or "").strip().lower()
+
+    def clean(self):
+        super().clean()
+        self.email = self.normalize(self.email)
+
+    def save(self, *args, **kwargs):
+        self.email = self.normalize(self.email)
+        super().save(*args, **kwargs)

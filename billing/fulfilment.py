@@ -139,7 +139,9 @@ def record_dispute(payment: Payment, *, amount_disputed: int) -> Payment:
 
 
 def _lock(payment: Payment) -> Payment:
-    return Payment.objects.select_for_update().select_related("pack", "user").get(pk=payment.pk)
+    # of=("self",): FOR UPDATE over the join would also lock the pack and user rows, queueing
+    # every purchase of the same pack behind this one (PostgreSQL; SQLite has no row locks).
+    return Payment.objects.select_for_update(of=("self",)).select_related("pack", "user").get(pk=payment.pk)
 
 
 def _attach_intent(payment: Payment, intent_id: str) -> None:
@@ -154,7 +156,9 @@ def _attach_intent(payment: Payment, intent_id: str) -> None:
 
 def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str) -> None:
     _attach_intent(payment, intent_id)
-    if amount != payment.amount or (currency or "").lower() != payment.currency:
+    # Strict types: a signed event is Stripe's, but a float 500.0 or a list must never pass as facts.
+    amount_ok = isinstance(amount, int) and not isinstance(amount, bool) and amount == payment.amount
+    if not amount_ok or not isinstance(currency, str) or currency.lower() != payment.currency:
         raise PaymentMismatch(
             f"payment {payment.pk} is for {payment.amount} {payment.currency}, "
             f"Stripe reports {amount} {currency} on {intent_id}",

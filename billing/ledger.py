@@ -14,14 +14,20 @@ On PostgreSQL the UPDATE and the INSERT are one statement:
     INSERT INTO billing_ledgerentry (...) SELECT u.id, ..., u.credits FROM u RETURNING id
 
 One round trip instead of three (update, read back, insert): the balance and its row still change
-atomically, and the UPDATE's row lock still serialises writers to one profile. Other databases
-(SQLite) take the portable ORM path: an F() update, a read-back, and an insert, in one
-transaction (SQLite's IMMEDIATE transactions hold the write lock for all three).
+atomically, and the UPDATE's row lock still serialises writers to one profile. Called outside any
+transaction (autocommit), that statement is sent alone, without BEGIN/COMMIT: a single statement
+is its own transaction in PostgreSQL, all or nothing (a failed INSERT undoes its UPDATE), committed
+before it returns. That saves two more round trips and, on a hot profile, releases the row lock
+as soon as the statement commits instead of a round trip later. Inside a caller's transaction it
+runs under a savepoint, so a lost idempotency race leaves the caller's transaction usable.
+docs/BENCHMARKS.md has the figures. Other databases (SQLite) take the portable ORM path: an F()
+update, a read-back, and an insert, in one transaction (SQLite's IMMEDIATE transactions hold the
+write lock for all three).
 """
 
 from __future__ import annotations
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import DataError, IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -29,6 +35,9 @@ from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.models import LedgerEntry, Payment, Profile
 
 Kind = LedgerEntry.Kind
+# No single change is bigger than this: a larger number is a typo (or an attack), never a
+# purchase, and it keeps every sum far inside the database's 32-bit `credits` column.
+MAX_DELTA = 1_000_000_000
 
 
 def get_balance(user) -> int:
@@ -62,8 +71,8 @@ def spend_credits(user, amount: int, *, reason: str, idempotency_key: str | None
 
 def adjust_credits(user, delta: int, *, reason: str, actor, idempotency_key: str | None = None) -> LedgerEntry:
     """A staff correction by a signed, non-zero `delta`; a reason is required and the actor recorded."""
-    if not _is_int(delta) or delta == 0:
-        raise ValueError(f"delta must be a non-zero whole number, got {delta!r}")
+    if not _is_int(delta) or delta == 0 or abs(delta) > MAX_DELTA:
+        raise ValueError(f"delta must be a non-zero whole number of at most {MAX_DELTA:,} credits, got {delta!r}")
     if not (reason or "").strip():
         raise ValueError("a reason is required for an adjustment")
     return _apply(user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key)
@@ -103,8 +112,8 @@ def _is_int(value) -> bool:
 
 
 def _check_positive(amount) -> None:
-    if not _is_int(amount) or amount <= 0:
-        raise ValueError(f"amount must be a positive whole number of credits, got {amount!r}")
+    if not _is_int(amount) or not 0 < amount <= MAX_DELTA:
+        raise ValueError(f"amount must be a positive whole number of at most {MAX_DELTA:,} credits, got {amount!r}")
 
 
 def _profile_for_update(user) -> Profile:
@@ -127,6 +136,11 @@ def _apply(
         raise ValueError("a reason is required for every ledger entry")
     if idempotency_key is not None and not idempotency_key.strip():
         raise ValueError("an idempotency key, when given, must not be blank")
+    if idempotency_key is not None and len(idempotency_key) > LedgerEntry._meta.get_field("idempotency_key").max_length:
+        raise ValueError("an idempotency key must be at most 255 characters")
+    if "\x00" in reason or "\x00" in (idempotency_key or ""):
+        # PostgreSQL text cannot hold NUL; refuse it everywhere rather than fail on one database.
+        raise ValueError("a reason or idempotency key cannot contain NUL characters")
     fields = {
         "delta": delta,
         "kind": kind,
@@ -137,8 +151,7 @@ def _apply(
     }
     for attempt in range(2):
         try:
-            with transaction.atomic():
-                entry = _write(user.pk, fields)
+            entry = _write(user.pk, fields)
         except IntegrityError:
             # The only unique keys an insert can collide on are the idempotency key and the
             # one-purchase-per-payment rule: either way the operation already happened.
@@ -146,6 +159,9 @@ def _apply(
             if existing is None:
                 raise
             return _check_same_operation(existing, user, fields)
+        except DataError as exc:
+            # PostgreSQL refused the new balance itself (beyond its integer range): nothing changed.
+            raise ValueError(f"the balance cannot take {delta:+d} more credits: {exc}") from exc
         if entry is not None:
             return entry
         # No row was updated: the balance is short, the key was used before, or there is no profile.
@@ -161,18 +177,25 @@ def _apply(
 
 
 def _write(user_id: int, fields: dict) -> LedgerEntry | None:
-    """Move the balance and append its entry; None when the conditional UPDATE matched no row."""
+    """Move the balance and append its entry, in one transaction (its own, or a savepoint in the
+    caller's); None when the conditional UPDATE matched no row."""
     alias = router.db_for_write(LedgerEntry)
+    connection = connections[alias]
     now = timezone.now()
-    if connections[alias].vendor == "postgresql":
-        return _write_postgresql(alias, user_id, fields, now)
-    updated = Profile.objects.filter(user_id=user_id, credits__gte=-fields["delta"]).update(
-        credits=F("credits") + fields["delta"]
-    )
-    if not updated:
-        return None
-    profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
-    return LedgerEntry.objects.create(profile_id=profile_id, balance_after=balance, created_at=now, **fields)
+    if connection.vendor == "postgresql":
+        if connection.get_autocommit() and not connection.in_atomic_block:
+            # One statement in autocommit is one transaction: no BEGIN/COMMIT round trips.
+            return _write_postgresql(alias, user_id, fields, now)
+        with transaction.atomic(using=alias):
+            return _write_postgresql(alias, user_id, fields, now)
+    with transaction.atomic(using=alias):
+        updated = Profile.objects.filter(user_id=user_id, credits__gte=-fields["delta"]).update(
+            credits=F("credits") + fields["delta"]
+        )
+        if not updated:
+            return None
+        profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
+        return LedgerEntry.objects.create(profile_id=profile_id, balance_after=balance, created_at=now, **fields)
 
 
 _PG_SQL = """

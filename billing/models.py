@@ -197,3 +197,22 @@ class StripeEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} {self.event_id} ({self.status})"
+
+
+class RateLimitCounter(models.Model):
+    """Requests counted per bucket (e.g. one user's charges) and fixed time window, shared by
+    every process and server. One row per (bucket, window); see billing.ratelimit."""
+
+    bucket = models.CharField(max_length=200)
+    window_start = models.BigIntegerField(help_text="Start of the window, in seconds since the epoch.")
+    expires_at = models.BigIntegerField(help_text="End of the window, in seconds since the epoch.")
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "window_start"], name="billing_ratelimit_bucket_window")
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="billing_ratelimit_expires")]
+
+    def __str__(self):
+        return f"{self.bucket} @ {self.window_start}: {self.hits}"

@@ -1,6 +1,6 @@
 """Reads for the billing pages: each a fixed, small number of queries whatever the ledger's size."""
 
-from django.core.paginator import Paginator
+from dataclasses import dataclass
 
 from billing.models import CreditPack, LedgerEntry, Payment
 
@@ -9,10 +9,53 @@ def active_packs():
     return CreditPack.objects.filter(active=True).order_by("amount", "slug")
 
 
-def ledger_page(user, page_number, *, per_page: int):
-    """One page of the user's ledger, newest first (served by the (profile, -id) index)."""
+@dataclass(frozen=True)
+class LedgerPage:
+    """One page of a ledger, newest first, with Django Page's navigation names (no page count)."""
+
+    object_list: list
+    number: int
+    has_next_page: bool
+
+    def __iter__(self):
+        return iter(self.object_list)
+
+    def __len__(self):
+        return len(self.object_list)
+
+    def has_next(self) -> bool:
+        return self.has_next_page
+
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    def has_other_pages(self) -> bool:
+        return self.has_next() or self.has_previous()
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+
+def ledger_page(user, page_number, *, per_page: int) -> LedgerPage:
+    """One page of the user's ledger, newest first, in ONE query (served by the (profile, -id) index).
+
+    No COUNT: a ledger only grows, and counting a user's entries on every visit would cost more
+    the longer they have been a customer. One row past the page tells whether an older page
+    exists. A page number that is not a positive number, or past the end, shows the first page.
+    """
+    try:
+        number = max(1, int(page_number))
+    except (TypeError, ValueError):
+        number = 1
     entries = LedgerEntry.objects.filter(profile__user_id=user.pk).order_by("-id")
-    return Paginator(entries, per_page).get_page(page_number)
+    start = (number - 1) * per_page
+    rows = list(entries[start : start + per_page + 1])
+    if not rows and number > 1:
+        return ledger_page(user, 1, per_page=per_page)
+    return LedgerPage(rows[:per_page], number, len(rows) > per_page)
 
 
 def recent_payments(user, *, limit: int = 20):

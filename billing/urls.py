@@ -1,9 +1,12 @@
 from django.urls import path
 
-from billing import views
+from billing import views, webhooks
 
 app_name = "billing"
 
 urlpatterns = [
     path("", views.billing_page, name="index"),
+    path("charge/", views.charge, name="charge"),
+    path("charge/<int:payment_id>/confirm/", views.confirm_charge, name="charge_confirm"),
+    path("webhook/", webhooks.stripe_webhook, name="webhook"),
 ]

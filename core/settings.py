@@ -171,6 +171,8 @@ STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2
 # The pack /api/stripe charges (the original app's "$5 for 5 credits").
 BILLING_DEFAULT_PACK = os.environ.get("BILLING_DEFAULT_PACK", "starter")
 BILLING_LEDGER_PAGE_SIZE = 25
+# Charge attempts per signed-in user: "<requests>/<seconds>", shared by every server (or "off").
+BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
 
 # --- security: strict only where HTTPS exists (DEBUG off) ---------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,20 +1,124 @@
-"""`make run`: set up the database and run the development site on its embedded defaults."""
+"""`make run`: set up the database and run the development site.
+
+With no STRIPE_SECRET_KEY in the environment (a newcomer with no Stripe account), localstripe,
+the offline Stripe stand-in, starts on loopback next to the site; the site's Stripe API, Stripe.js
+and webhook all point at it, and it stops when the site does (Ctrl-C). With real keys set, the
+site talks to real Stripe and nothing else is started.
+
+Environment: PORT (site, default 8000), LOCALSTRIPE_PORT (default 8420, or a free one if taken).
+"""
+
+from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as `python scripts/dev.py`: make `scripts` importable
+
+from scripts import localstripe_server  # noqa: E402
+
+DEV_WEBHOOK_SECRET = "whsec_local_dev"  # noqa: S105  (signs localstripe's deliveries on loopback; not a secret)
+WEBHOOK_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed"]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_localstripe(env: dict[str, str], site_port: str) -> subprocess.Popen:
+    """Start localstripe, point `env` at it and register the site's webhook with it."""
+    wanted = int(env.get("LOCALSTRIPE_PORT", "8420"))
+    proc, base = localstripe_server.start(wanted if port_is_free(wanted) else None)
+    env["STRIPE_API_BASE"] = base
+    env["STRIPE_JS_URL"] = f"{base}/js.stripe.com/v3/"
+    # Any sk_/pk_ strings do for localstripe; the webhook secret must match what it signs with.
+    env["STRIPE_SECRET_KEY"] = "sk_test_localstripe"  # noqa: S105  (localstripe accepts any sk_ string)
+    env["STRIPE_PUBLISHABLE_KEY"] = "pk_test_localstripe"
+    env.setdefault("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)
+    localstripe_server.register_webhook(
+        base,
+        name="dev-site",
+        url=f"http://127.0.0.1:{site_port}/billing/webhook/",
+        secret=env["STRIPE_WEBHOOK_SECRET"],
+        events=WEBHOOK_EVENTS,
+    )
+    return proc
+
+
+def banner(site_url: str, stripe_line: str) -> str:
+    rule = "-" * 72
+    return "\n".join(
+        [
+            rule,
+            f"  Emaily Credits is starting on {site_url}",
+            f"  Stripe: {stripe_line}",
+            "  Sign up, then Add Credits with the test card 4242 4242 4242 4242",
+            "  (any future date, any CVC). 4000 0000 0000 0341 is declined;",
+            "  4000 0025 0000 3155 asks for 3-D Secure. Spend a credit at /fortune/.",
+            "  Staff user:  DEBUG=1 .venv/bin/python manage.py createsuperuser",
+            "  Sign-up emails are printed here (console email). Stop with Ctrl-C.",
+            rule,
+        ]
+    )
 
 
 def main() -> int:
+    os.chdir(ROOT)
     env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1")}
+    env.setdefault("ACCOUNT_EMAIL_VERIFICATION", "optional")
+    port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], check=True, env=env, cwd=ROOT)
-    port = os.environ.get("PORT", "8000")
-    return subprocess.call([*manage, "runserver", f"127.0.0.1:{port}"], env=env, cwd=ROOT)
+
+    localstripe = server = None
+    if env.get("STRIPE_SECRET_KEY", "").strip():
+        stripe_line = "real Stripe (STRIPE_SECRET_KEY is set)"
+    else:
+        localstripe = start_localstripe(env, port)
+        stripe_line = f"localstripe at {env['STRIPE_API_BASE']} (no STRIPE_SECRET_KEY set; nothing leaves this machine)"
+    try:
+        subprocess.run([*manage, "migrate", "--noinput"], check=True, env=env, cwd=ROOT)
+        print(banner(f"http://127.0.0.1:{port}/", stripe_line), flush=True)
+        # Its own process group, so stopping it also stops the autoreloader's child server.
+        server = subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}"], env=env, cwd=ROOT, process_group=0)
+        return server.wait()
+    finally:
+        if server is not None:
+            stop_server(server)
+        if localstripe is not None:
+            localstripe_server.stop(localstripe)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Stop runserver and its autoreloader child (their own process group): politely, then not."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if server.poll() is not None:
+            return
+        try:
+            os.killpg(server.pid, signum)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A plain `kill` cleans up like Ctrl-C does: the `finally` above stops both servers.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except subprocess.CalledProcessError as failed:
+        sys.exit(failed.returncode)

@@ -25,7 +25,23 @@ def main() -> None:
     from aiohttp import web
     from localstripe.server import app  # state starts empty: nothing is loaded from the pickle
 
+    app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+
+
+async def _publishable_key_creates_payment_methods(request, handler):
+    """Real Stripe lets Stripe.js create a PaymentMethod with the publishable key; localstripe
+    1.15 accepts a publishable key only for tokens and sources. The dev-only browser adapter
+    (static/js/localstripe-adapter.js) sends `?key=pk_...`: let that one call through as if it
+    carried a secret key (localstripe checks no key's value). The page never sees a secret."""
+    if (
+        request.method == "POST"
+        and request.path == "/v1/payment_methods"
+        and "Authorization" not in request.headers
+        and request.query.get("key", "").startswith("pk_")
+    ):
+        request = request.clone(headers={**request.headers, "Authorization": "Bearer sk_localstripe_browser"})
+    return await handler(request)
 
 
 def free_port() -> int:

@@ -92,3 +92,22 @@ def localstripe(localstripe_server, settings):
     settings.STRIPE_API_BASE = localstripe_server
     settings.STRIPE_JS_URL = f"{localstripe_server}/js.stripe.com/v3/"
     return localstripe_server
+
+
+@pytest.fixture(autouse=True)
+def _seed_data_survives_flushes(request):
+    """Transactional tests end with a flush that also removes what data migrations created (the
+    `starter` pack). Put it back for every test that runs on a flushed, committed database."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or (marker is not None and marker.kwargs.get("transaction", False))
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+        from billing.models import CreditPack
+
+        CreditPack.objects.get_or_create(
+            slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
+        )

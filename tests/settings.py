@@ -19,5 +19,8 @@ from core.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast users in tests
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 STRIPE_MAX_NETWORK_RETRIES = 0
+# Counted on every charge request as in production, but high enough that no test meets it by
+# accident; tests/test_security_ratelimit.py sets its own low limits.
+BILLING_CHARGE_RATE_LIMIT = "1000/60"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -30,7 +30,7 @@ def test_short_balance_shows_402_page_with_add_credits_link(signed_in_client, us
     response = signed_in_client.post("/fortune/")
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
     assert b"Not enough credits" in response.content
-    assert b'href="/billing/#packs"' in response.content
+    assert b'href="/billing/#add-credits"' in response.content
     assert LedgerEntry.objects.count() == 0
 
 

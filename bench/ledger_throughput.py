@@ -1,0 +1,263 @@
+"""Ledger throughput: `spend_credits`/`add_credits` against a hand-written psycopg transaction.
+
+Each configuration runs N worker processes (forked, each with its own connection) for a fixed
+time after a shared start barrier and counts completed operations. "spread" picks one of 1,000
+profiles at random per operation; "hot" sends every operation to one profile, so writers queue
+on its row lock and throughput is set by how long each transaction holds that lock.
+
+Implementations, run alternately within each run so drift on a shared machine hits both alike:
+- app:      billing.ledger.spend_credits / add_credits, exactly as the site calls them.
+- baseline: the issue's hand-written transaction with psycopg: BEGIN; UPDATE billing_profile SET
+            credits = credits -/+ 1 WHERE id = %s [AND credits >= 1] RETURNING credits;
+            INSERT INTO billing_ledgerentry ...; COMMIT. Same connection settings as Django's
+            connection: the same parameters (server, user, database, loopback TCP, client
+            encoding, time zone) and the same binding (client-side, no prepared statements).
+- baseline_prepared (stricter, reported beside it): the same transaction on psycopg's default
+            cursor (server-side parameters, statements prepared after 5 uses), the fastest form
+            psycopg offers, which Django's connection is not configured to use.
+- orm_naive (reference, spend only): the portable ORM form (F() update, read back, insert in one
+            atomic block), which billing.ledger uses on SQLite; the "before" of the one-statement
+            form on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bench.stats import Figure
+
+SPREAD_PROFILES = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    op: str  # "spend" | "add"
+    target: str  # "spread" | "hot"
+    procs: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.op}, {self.target}, {self.procs} proc{'s' if self.procs > 1 else ''}"
+
+
+@dataclass
+class Plan:
+    runs: int
+    seconds: float
+    chart_procs: tuple[int, ...]  # spend, app and baseline, both targets: the chart's x axis
+    add_procs: tuple[int, ...]
+    naive_procs: tuple[int, ...]
+
+    def groups(self) -> list[tuple[Config, tuple[str, ...]]]:
+        out = []
+        for target in ("spread", "hot"):
+            for procs in self.chart_procs:
+                impls = ("app", "baseline")
+                if procs in self.naive_procs:
+                    impls += ("baseline_prepared", "orm_naive")
+                out.append((Config("spend", target, procs), impls))
+            for procs in self.add_procs:
+                out.append((Config("add", target, procs), ("app", "baseline")))
+        return out
+
+
+FULL = Plan(runs=5, seconds=2.0, chart_procs=(1, 2, 4, 8), add_procs=(1, 8), naive_procs=(1, 8))
+SMOKE = Plan(runs=2, seconds=0.25, chart_procs=(1, 2), add_procs=(1,), naive_procs=(1,))
+
+
+@dataclass
+class Targets:
+    spread: list[tuple[int, int]]  # (user_id, profile_id)
+    hot: tuple[int, int]
+
+
+def prepare() -> Targets:
+    """1,000 spread profiles and one hot one, each opened with a grant large enough for the whole bench."""
+    from bench.fill import fill
+    from billing.models import Profile
+
+    fill(users=SPREAD_PROFILES + 1, entries_per_user=1, prefix="ledger", grant=1_000_000_000)
+    rows = list(
+        Profile.objects.filter(user__email__startswith="ledger").order_by("user__email").values_list("user_id", "id")
+    )
+    return Targets(spread=rows[:SPREAD_PROFILES], hot=rows[SPREAD_PROFILES])
+
+
+def run(plan: Plan, log) -> dict:
+    """Returns {(config, impl): Figure(ops/s)} and per-run ratios {(config, impl): Figure(x)}."""
+    from bench.fill import vacuum_analyze
+
+    targets = prepare()
+    throughput: dict[tuple[Config, str], Figure] = {}
+    ratios: dict[tuple[Config, str], Figure] = {}
+    for run_index in range(plan.runs):
+        for config, impls in plan.groups():
+            # Alternate who goes first: a shared machine's drift then favours neither side.
+            order = impls if run_index % 2 == 0 else tuple(reversed(impls))
+            measured = {}
+            for impl in order:
+                vacuum_analyze("billing_profile")
+                ops = _measure(impl, config, targets, plan.seconds)
+                measured[impl] = ops
+                throughput.setdefault((config, impl), Figure(f"{impl}: {config.label}", "ops/s")).add(ops)
+            for impl in impls:
+                if impl != "baseline" and measured["baseline"]:
+                    ratio = measured[impl] / measured["baseline"]
+                    ratios.setdefault((config, impl), Figure(f"{impl}/baseline: {config.label}", "x")).add(ratio)
+            log(
+                f"ledger run {run_index + 1}/{plan.runs} {config.label}: "
+                + ", ".join(f"{impl} {measured[impl]:,.0f}/s" for impl in impls)
+            )
+    return {"throughput": throughput, "ratios": ratios}
+
+
+def _measure(impl: str, config: Config, targets: Targets, seconds: float) -> float:
+    from django.db import connections
+
+    connections.close_all()  # children must not share the parent's socket
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(config.procs)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_worker, args=(impl, config, targets, seconds, i, barrier, results), daemon=True)
+        for i in range(config.procs)
+    ]
+    for w in workers:
+        w.start()
+    counts = []
+    deadline = time.monotonic() + seconds + 60
+    for _ in workers:
+        counts.append(results.get(timeout=max(1.0, deadline - time.monotonic())))
+    for w in workers:
+        w.join(timeout=10)
+    errors = [c for c in counts if isinstance(c, str)]
+    if errors:
+        raise RuntimeError(f"{impl} {config.label} failed: {errors[0]}")
+    return sum(counts) / seconds
+
+
+def _worker(impl, config, targets, seconds, index, barrier, results):
+    from django.db import connections
+
+    connections.close_all()
+    try:
+        op = _OPS[impl](config.op)
+        rng = random.Random(index)
+        if config.target == "hot":
+
+            def pick():
+                return targets.hot
+
+        else:
+
+            def pick():
+                return targets.spread[rng.randrange(len(targets.spread))]
+
+        for _ in range(20):  # warm up: connect, prepare, fill caches
+            op(*pick())
+        barrier.wait(timeout=60)
+        count = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            op(*pick())
+            count += 1
+        results.put(count)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the bench
+        results.put(f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            barrier.abort()  # release the other workers at once
+    finally:
+        connections.close_all()
+
+
+def _app(op: str):
+    from accounts.models import User
+    from billing.ledger import add_credits, spend_credits
+
+    users: dict[int, User] = {}
+
+    def call(user_id, _profile_id):
+        user = users.get(user_id) or users.setdefault(user_id, User(pk=user_id))
+        if op == "spend":
+            spend_credits(user, 1, reason="bench spend")
+        else:
+            add_credits(user, 1, kind="grant", reason="bench add")
+
+    return call
+
+
+def _baseline(op: str, *, prepared: bool = False):
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    params.pop("context", None)  # Django's own type adapters; psycopg's defaults suffice here
+    if prepared:
+        params.pop("cursor_factory", None)
+        params.pop("prepare_threshold", None)
+    else:
+        params["cursor_factory"] = psycopg.ClientCursor  # what Django's cursor class derives from
+    conn = psycopg.connect(**params, autocommit=True)
+    conn.execute("SET TIME ZONE 'UTC'")
+    update = (
+        "UPDATE billing_profile SET credits = credits - 1 WHERE id = %s AND credits >= 1 RETURNING credits"
+        if op == "spend"
+        else "UPDATE billing_profile SET credits = credits + 1 WHERE id = %s RETURNING credits"
+    )
+    insert = (
+        "INSERT INTO billing_ledgerentry (profile_id, delta, balance_after, kind, reason, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
+    )
+    delta, kind, reason = (-1, "spend", "bench spend") if op == "spend" else (1, "grant", "bench add")
+    cursor = conn.cursor()
+
+    def call(_user_id, profile_id):
+        with conn.transaction():
+            cursor.execute(update, (profile_id,))
+            row = cursor.fetchone()
+            if row is None:
+                raise RuntimeError("balance exhausted")
+            cursor.execute(insert, (profile_id, delta, row[0], kind, reason, datetime.now(UTC)))
+
+    return call
+
+
+def _orm_naive(op: str):
+    """The portable ORM form, measured as a reference; bench data only, never the site's path."""
+    from django.db import transaction
+    from django.db.models import F
+    from django.utils import timezone
+
+    from billing.models import LedgerEntry, Profile
+
+    if op != "spend":
+        raise ValueError("orm_naive is measured for spend only")
+
+    def call(user_id, _profile_id):
+        with transaction.atomic():
+            updated = Profile.objects.filter(user_id=user_id, credits__gte=1).update(credits=F("credits") - 1)
+            if not updated:
+                raise RuntimeError("balance exhausted")
+            profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
+            LedgerEntry.objects.create(
+                profile_id=profile_id,
+                delta=-1,
+                balance_after=balance,
+                kind="spend",
+                reason="bench spend",
+                created_at=timezone.now(),
+            )
+
+    return call
+
+
+def _baseline_prepared(op: str):
+    return _baseline(op, prepared=True)
+
+
+_OPS = {"app": _app, "baseline": _baseline, "baseline_prepared": _baseline_prepared, "orm_naive": _orm_naive}

@@ -1,0 +1,147 @@
+"""The webhook endpoint through gunicorn (4 sync workers) against a trivial view on the same server.
+
+- new:       signed `payment_intent.succeeded` events, each for its own pending Payment, so each
+             one stores its StripeEvent, locks and fulfils the payment and credits the ledger.
+- duplicate: the same events sent again: already processed, answered 200 without work.
+- trivial:   POST /bench/trivial/ (bench.urls), same body and headers, same middleware: the
+             cost of a request that does nothing, on the same server with the same client.
+
+Events are built the way Stripe documents them and signed with the webhook secret exactly as
+Stripe signs (HMAC-SHA256 of "<t>.<body>", header `t=...,v1=...`), just before each run so
+their timestamps are fresh (Stripe's tolerance is 300 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+from bench import http_load
+from bench.stats import Figure, percentile
+
+
+@dataclass
+class Plan:
+    runs: int
+    events: int  # per run, new; the same number of duplicates and trivial requests
+    processes: int = 2
+    threads: int = 4
+
+
+FULL = Plan(runs=5, events=1000)
+SMOKE = Plan(runs=2, events=40)
+
+KINDS = ("new", "duplicate", "trivial")
+
+
+def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.".encode() + body
+    signature = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={signature}"
+
+
+def make_payments(count: int, run_index: int) -> list[dict]:
+    """Pending payments for bench users, as the charge endpoint leaves them before Stripe answers."""
+    from accounts.models import User
+    from billing.models import CreditPack, Payment
+
+    pack = CreditPack.objects.get(slug="starter")
+    users = list(User.objects.filter(email__startswith="webhook").order_by("pk")[:200])
+    payments = Payment.objects.bulk_create(
+        Payment(
+            user=users[i % len(users)],
+            pack=pack,
+            credits=pack.credits,
+            amount=pack.amount,
+            currency=pack.currency,
+            status=Payment.Status.PENDING,
+            stripe_payment_intent_id=f"pi_bench_{run_index}_{i}",
+        )
+        for i in range(count)
+    )
+    return [
+        {"payment": p.pk, "user": p.user_id, "intent": p.stripe_payment_intent_id, "amount": p.amount} for p in payments
+    ]
+
+
+def event_body(payment: dict, run_index: int) -> bytes:
+    now = int(time.time())
+    event = {
+        "id": f"evt_bench_{run_index}_{payment['payment']}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": now,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "payment_intent.succeeded",
+        "data": {
+            "object": {
+                "id": payment["intent"],
+                "object": "payment_intent",
+                "amount": payment["amount"],
+                "amount_received": payment["amount"],
+                "currency": "usd",
+                "status": "succeeded",
+                "payment_method_types": ["card"],
+                "metadata": {"payment_id": str(payment["payment"]), "user_id": str(payment["user"]), "pack": "starter"},
+                "created": now,
+                "livemode": False,
+            }
+        },
+    }
+    return json.dumps(event).encode()
+
+
+def run(plan: Plan, base_url: str, log) -> dict:
+    from django.conf import settings
+
+    from bench.fill import fill
+    from billing.models import Payment
+
+    fill(users=200, entries_per_user=0, prefix="webhook")
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    throughput = {k: Figure(f"webhook {k}", "req/s") for k in KINDS}
+    p50 = {k: Figure(f"webhook {k} p50", "ms") for k in KINDS}
+    p99 = {k: Figure(f"webhook {k} p99", "ms") for k in KINDS}
+    ratios = {k: Figure(f"webhook {k}/trivial", "x") for k in ("new", "duplicate")}
+    for run_index in range(plan.runs):
+        payments = make_payments(plan.events, run_index)
+        bodies = [event_body(p, run_index) for p in payments]
+        measured = {}
+        # The trivial view goes first in even runs and last in odd ones; duplicates need the new events first.
+        order = ("trivial", "new", "duplicate") if run_index % 2 == 0 else ("new", "duplicate", "trivial")
+        for kind in order:
+            path = "/bench/trivial/" if kind == "trivial" else "/billing/webhook/"
+            requests = [
+                http_load.Request(
+                    "POST",
+                    path,
+                    body,
+                    {"Content-Type": "application/json", "Stripe-Signature": sign(body, secret)},
+                )
+                for body in bodies
+            ]
+            result = http_load.run(base_url, requests, processes=plan.processes, threads=plan.threads)
+            if set(result.statuses) != {200}:
+                raise RuntimeError(f"webhook bench {kind}: unexpected answers {result.statuses}")
+            measured[kind] = result.throughput
+            throughput[kind].add(result.throughput)
+            p50[kind].add(percentile(result.latencies, 50) * 1000)
+            p99[kind].add(percentile(result.latencies, 99) * 1000)
+        for kind in ("new", "duplicate"):
+            ratios[kind].add(measured[kind] / measured["trivial"])
+        credited = Payment.objects.filter(
+            stripe_payment_intent_id__startswith=f"pi_bench_{run_index}_", status=Payment.Status.SUCCEEDED
+        ).count()
+        if credited != plan.events:
+            raise RuntimeError(f"webhook bench: {credited} of {plan.events} payments credited")
+        log(
+            f"webhook run {run_index + 1}/{plan.runs}: "
+            + ", ".join(f"{k} {measured[k]:,.0f} req/s p50 {p50[k].runs[-1]:.1f} ms" for k in KINDS)
+        )
+    return {"throughput": throughput, "p50": p50, "p99": p99, "ratios": ratios}

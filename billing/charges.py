@@ -1,0 +1,204 @@
+"""Buying a pack: start a charge, finish it after 3-D Secure, and apply what Stripe says.
+
+The flow (SPEC 7), with no Stripe call inside a database transaction:
+
+1. `start_charge` validates what the client sent (a pack slug and a payment method id, never a
+   price), records a pending `Payment` whose credits and amount are copied from the pack, and
+   commits it.
+2. Outside any transaction it asks Stripe to create and confirm a PaymentIntent for that
+   amount, with the idempotency key `payment:<id>:intent` and metadata naming the payment, so
+   the webhook and `reconcile_payments` can find our payment from the intent.
+3. Stripe's answer goes to `billing.fulfilment` (credit, 3-D Secure, or fail), which is
+   idempotent and locks the payment, so the webhook arriving first, later or at the same
+   moment changes nothing twice.
+
+When Stripe cannot be reached, or its answer is lost, the payment stays pending: not lost
+(it is in our database and the intent's metadata names it), not credited (Stripe has not said
+it succeeded). The `payment_intent.succeeded` webhook or `reconcile_payments` settles it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from billing import fulfilment, ledger, stripe_gateway
+from billing.exceptions import BillingError
+from billing.models import CreditPack, Payment
+
+logger = logging.getLogger(__name__)
+
+Status = Payment.Status
+PACK_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
+PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,200}")
+FAILED_AT_STRIPE = ("requires_payment_method", "canceled")
+
+
+class InvalidCharge(BillingError):
+    """What the client sent cannot be charged (unknown or inactive pack, malformed payment method)."""
+
+
+class PaymentNotFound(BillingError):
+    """No such payment for this user (another user's payments do not exist, as far as they know)."""
+
+
+class PaymentInProgress(BillingError):
+    """The payment's outcome is not known yet (Stripe is still working on it, or we never heard back)."""
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """Where a payment stands after a charge or confirm request.
+
+    status: "succeeded" (credited; `credits` is the new balance, `added` what the payment
+    added), "requires_action" (3-D Secure: `client_secret` for Stripe.js), or "processing"
+    (Stripe has not decided; the webhook will settle it).
+    """
+
+    payment: Payment
+    status: str
+    credits: int | None = None
+    added: int = 0
+    client_secret: str | None = None
+
+
+# --- the use cases ---------------------------------------------------------------------------
+
+
+def start_charge(user, *, pack_slug, payment_method) -> ChargeResult:
+    """Charge `user` for the active pack `pack_slug` with the card `payment_method` ("pm_...").
+
+    Raises InvalidCharge (nothing created) for bad input; CardDeclined or InvalidPaymentRequest
+    (the payment recorded as failed) when Stripe refuses; StripeUnavailable (the payment left
+    pending) when Stripe cannot be reached or its answer is lost.
+    """
+    pack = _pack_for_sale(pack_slug)
+    payment_method = _payment_method_id(payment_method)
+    payment = Payment.objects.create(
+        user=user,
+        pack=pack,
+        credits=pack.credits,
+        amount=pack.amount,
+        currency=pack.currency,
+        status=Status.PENDING,
+    )
+    try:
+        intent = stripe_gateway.create_payment_intent(
+            amount=payment.amount,
+            currency=payment.currency,
+            payment_method=payment_method,
+            metadata={"payment_id": payment.pk, "user_id": user.pk, "pack": pack.slug},
+            idempotency_key=f"payment:{payment.pk}:intent",
+        )
+    except stripe_gateway.CardDeclined as declined:
+        # localstripe's decline names no intent; real Stripe's does. Either way the
+        # payment_intent.payment_failed webhook names our payment through its metadata.
+        fulfilment.fail_payment(payment, message=declined.user_message, intent_id=declined.intent_id)
+        raise
+    except stripe_gateway.InvalidPaymentRequest as invalid:
+        # Stripe refused the request itself (e.g. a payment method it does not know): no
+        # intent exists, so nothing can succeed later.
+        fulfilment.fail_payment(payment, message=invalid.user_message)
+        raise
+    except stripe_gateway.StripeUnavailable:
+        logger.warning("payment %s left pending: Stripe unavailable during create", payment.pk)
+        raise
+    return apply_intent(payment, intent, source="charge")
+
+
+def confirm_charge(user, payment_id) -> ChargeResult:
+    """The page finished 3-D Secure (or wants to know where a payment stands): ask Stripe, settle.
+
+    Raises PaymentNotFound for anything but the user's own payment; CardDeclined when the
+    payment failed (e.g. authentication refused); PaymentInProgress when we never learnt the
+    intent; StripeUnavailable when Stripe cannot be reached (the payment unchanged).
+    """
+    payment = Payment.objects.select_related("pack").filter(pk=payment_id, user_id=user.pk).first()
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}", "No such payment.")
+    if payment.status in fulfilment.CREDITED:
+        return _result(payment)
+    if not payment.stripe_payment_intent_id:
+        if payment.status == Status.FAILED:
+            raise stripe_gateway.CardDeclined(
+                f"payment {payment.pk} failed", payment.failure_message or "The payment failed."
+            )
+        raise PaymentInProgress(
+            f"payment {payment.pk} has no intent yet",
+            "This payment is still being processed. Your credits will appear once it completes.",
+        )
+    intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
+    if intent.status == "requires_confirmation":
+        # Confirmation after authentication (manual-confirmation intents; ours confirm
+        # automatically, so this is a safety net).
+        intent = stripe_gateway.confirm_payment_intent(
+            intent.id, idempotency_key=f"payment:{payment.pk}:confirm:{intent.id}"
+        )
+    return apply_intent(payment, intent, source="confirm")
+
+
+# --- applying Stripe's facts -----------------------------------------------------------------
+
+
+def apply_intent(payment: Payment, intent: stripe_gateway.Intent, *, source: str) -> ChargeResult:
+    """Move `payment` to where `intent` (fresh from Stripe) says it is, via billing.fulfilment.
+
+    Raises CardDeclined (with Stripe's message) when the intent failed and the payment is not
+    credited. Safe to call again and concurrently with the webhook: fulfilment decides.
+    """
+    if intent.status == "succeeded":
+        done = fulfilment.fulfil_payment(
+            payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source=source
+        )
+        return _result(done.payment)
+    if intent.status == "requires_action":
+        payment = fulfilment.mark_requires_action(payment, intent_id=intent.id)
+        if payment.status == Status.REQUIRES_ACTION:
+            return ChargeResult(payment=payment, status="requires_action", client_secret=intent.client_secret)
+        return _result(payment)
+    if intent.status in FAILED_AT_STRIPE:
+        message = intent.error_message or (
+            "The payment was canceled." if intent.status == "canceled" else "The payment failed."
+        )
+        payment = fulfilment.fail_payment(payment, message=message, intent_id=intent.id)
+        return _result(payment)
+    # processing, requires_capture...: Stripe has not decided; the webhook will.
+    payment = fulfilment.attach_intent(payment, intent_id=intent.id)
+    return _result(payment)
+
+
+def _result(payment: Payment) -> ChargeResult:
+    if payment.status in fulfilment.CREDITED:
+        return ChargeResult(
+            payment=payment, status="succeeded", credits=ledger.get_balance(payment.user), added=payment.credits
+        )
+    if payment.status == Status.FAILED:
+        raise stripe_gateway.CardDeclined(
+            f"payment {payment.pk} failed: {payment.failure_message}",
+            payment.failure_message or "The payment failed.",
+            intent_id=payment.stripe_payment_intent_id,
+        )
+    return ChargeResult(payment=payment, status="processing")
+
+
+# --- input -----------------------------------------------------------------------------------
+
+
+def _pack_for_sale(slug) -> CreditPack:
+    if not isinstance(slug, str) or not slug:
+        raise InvalidCharge("pack missing or not a string", "Choose a pack to buy.")
+    if not PACK_SLUG.fullmatch(slug):
+        raise InvalidCharge("malformed pack slug", "That pack is not for sale.")
+    pack = CreditPack.objects.filter(slug=slug, active=True).first()
+    if pack is None:
+        raise InvalidCharge(f"no active pack {slug!r}", "That pack is not for sale.")
+    return pack
+
+
+def _payment_method_id(value) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidCharge("payment_method missing or not a string", "Card details are missing.")
+    if not PAYMENT_METHOD_ID.fullmatch(value):
+        raise InvalidCharge("malformed payment method id", "That card could not be used. Check the details.")
+    return value

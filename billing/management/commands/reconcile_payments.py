@@ -1,0 +1,88 @@
+"""`manage.py reconcile_payments [--since-days N] [--dry-run]`: settle payments whose outcome we missed.
+
+Asks Stripe about every pending, requires_action, or failed-with-an-intent payment created in
+the last N days (default 3), then credits, fails or leaves each one (see billing.reconcile).
+Prints one line per payment and a summary. Stripe is asked about every payment before any is
+changed, so when Stripe cannot be reached the command stops with a non-zero exit and nothing
+changed. Safe to re-run: a second run finds nothing left to do.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from billing import reconcile, stripe_gateway
+
+Action = reconcile.Action
+DONE = {
+    Action.CREDIT: "credited {credits} credits",
+    Action.FAIL: "marked failed",
+    Action.AWAIT_ACTION: "marked as waiting for 3-D Secure",
+    Action.ATTACH: "intent recorded; Stripe has not decided yet",
+}
+WOULD = {
+    Action.CREDIT: "would credit {credits} credits",
+    Action.FAIL: "would mark failed",
+    Action.AWAIT_ACTION: "would mark as waiting for 3-D Secure",
+    Action.ATTACH: "would record the intent; Stripe has not decided yet",
+}
+MAX_DAYS = 3650
+
+
+def parse_since_days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_DAYS:
+        raise CommandError(f"--since-days must be a whole number from 1 to {MAX_DAYS}, got {text!r}")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Ask Stripe about unsettled payments and credit or fail them. Safe to re-run."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since-days", default="3", help="check payments created in the last N days (default 3)")
+        parser.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
+
+    def handle(self, *args, since_days: str, dry_run: bool, **options):
+        days = parse_since_days(since_days)
+        payments = list(reconcile.payments_to_check(since_days=days))
+        try:
+            findings = [reconcile.investigate(payment) for payment in payments]
+        except stripe_gateway.StripeUnavailable as exc:
+            raise CommandError(f"Stripe could not be reached; nothing was changed. ({exc.description})") from exc
+
+        counts = {}
+        for finding in findings:
+            if not dry_run:
+                finding = reconcile.settle(finding)
+            counts[finding.action] = counts.get(finding.action, 0) + 1
+            self.stdout.write(self._line(finding, dry_run))
+
+        prefix = "Dry run, nothing changed. " if dry_run else ""
+        verb = "would credit" if dry_run else "credited"
+        self.stdout.write(
+            f"{prefix}Checked {len(findings)} payment(s) from the last {days} day(s): "
+            f"{counts.get(Action.CREDIT, 0)} {verb}, {counts.get(Action.FAIL, 0)} failed, "
+            f"{counts.get(Action.AWAIT_ACTION, 0)} awaiting 3-D Secure, "
+            f"{counts.get(Action.ATTACH, 0)} still processing, {counts.get(Action.NONE, 0)} unchanged, "
+            f"{counts.get(Action.UNKNOWN, 0)} unknown, {counts.get(Action.ERROR, 0)} error(s)."
+        )
+        if counts.get(Action.ERROR):
+            raise CommandError(f"{counts[Action.ERROR]} payment(s) could not be reconciled; see above.")
+
+    def _line(self, finding: reconcile.Finding, dry_run: bool) -> str:
+        payment = finding.payment
+        intent = finding.intent.id if finding.intent else payment.stripe_payment_intent_id or "no intent id"
+        head = (
+            f"payment {payment.pk} ({payment.status}, {intent}, {payment.user.email}, "
+            f"{payment.amount} {payment.currency}): "
+        )
+        template = (WOULD if dry_run else DONE).get(finding.action)
+        if template:
+            return head + f"{finding.note} -> " + template.format(credits=payment.credits)
+        if finding.action == Action.UNKNOWN:
+            return head + f"unknown, left as it is: {finding.note}"
+        if finding.action == Action.ERROR:
+            return head + f"ERROR: {finding.note}"
+        return head + f"{finding.note}, nothing to do"

@@ -1,0 +1,150 @@
+"""Settle payments whose outcome we missed, by asking Stripe (`manage.py reconcile_payments`).
+
+A payment can stay unsettled when the webhook never came, the charge request died after
+Stripe accepted it, Stripe's answer timed out, or the customer left during 3-D Secure. This
+asks Stripe about each such payment and moves it through `billing.fulfilment`, like every
+other path, so a run racing the webhook or the confirm view still credits exactly once.
+
+Two phases: `investigate` only reads (from Stripe and our database) and decides; `settle`
+only writes. The command investigates every payment before settling any, so when Stripe
+cannot be reached nothing has changed. Settling is idempotent, so a second run finds nothing
+left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from billing import fulfilment, stripe_gateway
+from billing.charges import FAILED_AT_STRIPE
+from billing.models import Payment
+
+logger = logging.getLogger(__name__)
+
+Status = Payment.Status
+# An intent found by metadata is ours only if it was created around or after our payment.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Action:
+    CREDIT = "credit"
+    FAIL = "fail"
+    AWAIT_ACTION = "requires_action"
+    ATTACH = "attach"
+    NONE = "none"
+    UNKNOWN = "unknown"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    payment: Payment
+    action: str
+    intent: stripe_gateway.Intent | None
+    note: str
+
+
+def payments_to_check(*, since_days: int):
+    """Open payments created within `since_days`, oldest first: pending and requires_action
+    ones, and failed ones that have an intent (a failure we recorded may have been followed by
+    a success, e.g. after 3-D Secure, whose webhook we missed)."""
+    since = timezone.now() - timedelta(days=since_days)
+    return (
+        Payment.objects.filter(created_at__gte=since)
+        .filter(
+            Q(status__in=[Status.PENDING, Status.REQUIRES_ACTION])
+            | Q(status=Status.FAILED, stripe_payment_intent_id__isnull=False)
+        )
+        .select_related("pack", "user")
+        .order_by("created_at", "id")
+    )
+
+
+def investigate(payment: Payment) -> Finding:
+    """What Stripe says about the payment and what should follow. Reads only.
+
+    Raises StripeUnavailable when Stripe cannot be reached.
+    """
+    if payment.stripe_payment_intent_id:
+        try:
+            intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
+        except stripe_gateway.InvalidPaymentRequest as exc:
+            return Finding(payment, Action.ERROR, None, f"Stripe refused to show the intent: {exc.user_message}")
+    else:
+        intent, note = _find_lost_intent(payment)
+        if intent is None:
+            return Finding(payment, Action.UNKNOWN, None, note)
+    return Finding(payment, _decide(payment, intent), intent, f"Stripe says {intent.status}")
+
+
+def settle(finding: Finding) -> Finding:
+    """Apply a finding through billing.fulfilment; returns what was done (NONE if it already had been)."""
+    payment, intent, action = finding.payment, finding.intent, finding.action
+    try:
+        if action == Action.CREDIT:
+            done = fulfilment.fulfil_payment(
+                payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source="reconcile"
+            )
+            if not done.newly_credited:
+                return Finding(payment, Action.NONE, intent, "already credited by another path")
+        elif action == Action.FAIL:
+            fulfilment.fail_payment(
+                payment, message=intent.error_message or f"The payment {intent.status}.", intent_id=intent.id
+            )
+        elif action == Action.AWAIT_ACTION:
+            fulfilment.mark_requires_action(payment, intent_id=intent.id)
+        elif action == Action.ATTACH:
+            fulfilment.attach_intent(payment, intent_id=intent.id)
+    except fulfilment.PaymentMismatch as exc:
+        logger.error("reconcile: %s", exc)
+        return Finding(payment, Action.ERROR, intent, f"does not match Stripe: {exc}")
+    return finding
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _decide(payment: Payment, intent: stripe_gateway.Intent) -> str:
+    unsettled = payment.status in (Status.PENDING, Status.REQUIRES_ACTION)
+    if intent.status == "succeeded":
+        return Action.CREDIT if payment.status in fulfilment.OPEN else Action.NONE
+    if intent.status in FAILED_AT_STRIPE:
+        return Action.FAIL if unsettled else Action.NONE
+    if intent.status == "requires_action":
+        return Action.AWAIT_ACTION if payment.status == Status.PENDING else Action.NONE
+    # processing, requires_confirmation, requires_capture: Stripe has not decided yet.
+    return Action.ATTACH if not payment.stripe_payment_intent_id else Action.NONE
+
+
+def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, str]:
+    """The intent created for a payment whose id we never stored, found by its metadata."""
+    found = stripe_gateway.find_payment_intents(metadata_key="payment_id", metadata_value=str(payment.pk))
+    earliest = int((payment.created_at - CLOCK_SKEW).timestamp())
+    ours = [
+        intent
+        for intent in found
+        if intent.metadata.get("user_id") == str(payment.user_id)
+        and intent.amount == payment.amount
+        and intent.currency == payment.currency
+        and (intent.created is None or intent.created >= earliest)
+    ]
+    if not ours:
+        note = "no PaymentIntent at Stripe names this payment (the charge may never have reached Stripe)"
+        if found:
+            note = f"{len(found)} PaymentIntent(s) name this payment id but not its user, amount or time"
+        return None, note
+    succeeded = [intent for intent in ours if intent.status == "succeeded"]
+    if len(succeeded) > 1:
+        logger.error(
+            "payment %s: %d succeeded intents (%s): check for a double charge",
+            payment.pk,
+            len(succeeded),
+            ", ".join(i.id for i in succeeded),
+        )
+    newest_first = sorted(ours, key=lambda i: i.created or 0, reverse=True)
+    return (succeeded or newest_first)[0], ""

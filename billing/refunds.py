@@ -1,0 +1,89 @@
+"""Refunding a payment through Stripe, then clawing its credits back at once.
+
+Stripe first, outside any transaction; then `fulfilment.record_refund` with the cumulative
+amount Stripe reports refunded on the charge, so the credits come back in the same request. The
+`charge.refunded` webhook that follows carries the same cumulative amount and changes nothing.
+
+The Stripe idempotency key names the payment and the refunded total before and after
+(`payment:<id>:refund:<from>-<to>`): a double click or a resubmitted admin action asks Stripe for
+the same refund twice and real Stripe makes it once. Our own books cannot double-count either
+way, because `record_refund` settles from Stripe's cumulative total, not from our request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from billing import fulfilment, stripe_gateway
+from billing.exceptions import BillingError
+from billing.models import Payment
+from billing.templatetags.billing_money import money
+
+logger = logging.getLogger(__name__)
+
+Status = Payment.Status
+
+
+class RefundError(BillingError):
+    """The payment cannot be refunded (not paid, already refunded, disputed, bad amount) or Stripe refused."""
+
+
+def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Payment:
+    """Refund `amount` minor units (None: all that is left) of a succeeded payment; returns it updated.
+
+    Must not run inside a database transaction (it calls Stripe). Raises RefundError with a
+    message fit for staff; `StripeUnavailable` when Stripe cannot be reached (the outcome is
+    then unknown: the `charge.refunded` webhook settles it if the refund did happen).
+    """
+    payment = Payment.objects.select_related("user", "pack").get(pk=payment.pk)
+    _check_refundable(payment)
+    remaining = payment.amount - payment.amount_refunded
+    if amount is None:
+        amount = remaining
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= remaining:
+        raise RefundError(
+            f"payment {payment.pk}: refund amount {amount!r} is not between 1 and the {remaining} left",
+            f"The refund must be above zero and at most the {money(remaining, payment.currency)} not yet refunded.",
+        )
+    refunded_after = payment.amount_refunded + amount
+    try:
+        refund = stripe_gateway.create_refund(
+            intent_id=payment.stripe_payment_intent_id,
+            amount=amount,
+            idempotency_key=f"payment:{payment.pk}:refund:{payment.amount_refunded}-{refunded_after}",
+        )
+    except stripe_gateway.InvalidPaymentRequest as exc:
+        raise RefundError(exc.description, f"Stripe refused the refund: {exc.user_message}") from exc
+    if refund.status in ("failed", "canceled"):
+        raise RefundError(
+            f"payment {payment.pk}: Stripe refund {refund.id} is {refund.status}",
+            f"Stripe reports the refund {refund.status}; nothing was clawed back.",
+        )
+    logger.info(
+        "payment %s: refund %s of %s %s by %s (%s)",
+        payment.pk,
+        refund.id,
+        amount,
+        payment.currency,
+        actor,
+        refund.status,
+    )
+    # Stripe's cumulative figure also covers refunds made elsewhere (the dashboard); when the
+    # answer does not carry it, our own total after this refund is exact.
+    total = refund.charge_amount_refunded if refund.charge_amount_refunded is not None else refunded_after
+    return fulfilment.record_refund(payment, amount_refunded=total)
+
+
+def _check_refundable(payment: Payment) -> None:
+    if payment.status == Status.REFUNDED:
+        raise RefundError(f"payment {payment.pk} is already refunded", "This payment has already been fully refunded.")
+    if payment.status == Status.DISPUTED:
+        raise RefundError(
+            f"payment {payment.pk} is disputed",
+            "This payment is disputed; the dispute, not a refund, returns the money.",
+        )
+    if payment.status != Status.SUCCEEDED or not payment.stripe_payment_intent_id:
+        raise RefundError(
+            f"payment {payment.pk} is {payment.status}, not succeeded",
+            f"Only a succeeded payment can be refunded; this one is {payment.get_status_display().lower()}.",
+        )

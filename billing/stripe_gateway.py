@@ -1,0 +1,296 @@
+"""The only module that imports `stripe`.
+
+Everything the app asks Stripe goes through these functions, which answer with small frozen
+dataclasses (never Stripe objects) and turn Stripe's errors into the project's own
+`BillingError`s, each with a message fit for the user:
+
+- `StripeUnavailable`: Stripe could not be reached or answered with a server error, a rate
+  limit or a refusal of our keys. The outcome of a create is then unknown: callers keep the
+  payment pending so the webhook or `reconcile_payments` settles it later. Views answer 503.
+- `CardDeclined`: the card was refused; `user_message` is Stripe's message for the card (402).
+- `InvalidPaymentRequest`: Stripe rejected the request itself, e.g. an unknown payment method (400).
+- `WebhookSignatureError`: a webhook body whose signature, timestamp or JSON does not check out.
+
+Idempotency keys go on every create: real Stripe honours them for 24 hours, so a retried
+request (by the SDK or by us) never makes a second PaymentIntent or refund. localstripe ignores
+them; our own exactly-once guarantees come from the database, not from these keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import stripe
+from django.conf import settings
+
+from billing.exceptions import BillingError
+
+logger = logging.getLogger(__name__)
+
+UNAVAILABLE_MESSAGE = (
+    "We could not reach the payment provider. Please try again in a moment; "
+    "if your card was charged, the credits will be added automatically."
+)
+
+
+class StripeUnavailable(BillingError):
+    """Stripe could not be reached or failed on its side; the outcome of the request is unknown."""
+
+    def __init__(self, description: str, user_message: str | None = None):
+        super().__init__(description, user_message or UNAVAILABLE_MESSAGE)
+
+
+class CardDeclined(BillingError):
+    """The card was refused. `intent_id` names the PaymentIntent when Stripe says which (real
+    Stripe does, localstripe does not); `code`/`decline_code` are Stripe's."""
+
+    def __init__(self, description: str, user_message: str, *, intent_id: str | None = None, code: str | None = None):
+        super().__init__(description, user_message)
+        self.intent_id = intent_id
+        self.code = code
+
+
+class InvalidPaymentRequest(BillingError):
+    """Stripe rejected the request as invalid (unknown payment method or intent, bad parameter)."""
+
+    def __init__(self, description: str, user_message: str | None = None, *, http_status: int | None = None):
+        super().__init__(description, user_message)
+        self.http_status = http_status
+
+
+class WebhookSignatureError(BillingError):
+    """A webhook whose signature, timestamp or body does not verify."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What we need to know about a PaymentIntent."""
+
+    id: str
+    status: str  # requires_payment_method, requires_confirmation, requires_action, processing, succeeded, canceled, ...
+    amount: int
+    currency: str
+    client_secret: str | None
+    metadata: dict = field(default_factory=dict)
+    error_message: str | None = None  # last_payment_error.message, when the last attempt failed
+    latest_charge_id: str | None = None
+    created: int | None = None  # Unix time
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: int
+    status: str
+    charge_amount_refunded: int | None  # the charge's cumulative refunded amount, when Stripe says
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+def client() -> stripe.StripeClient:
+    """A StripeClient configured from settings (cached per configuration and process)."""
+    return _client(
+        settings.STRIPE_SECRET_KEY,
+        settings.STRIPE_API_BASE,
+        float(settings.STRIPE_TIMEOUT_SECONDS),
+        int(settings.STRIPE_MAX_NETWORK_RETRIES),
+        os.getpid(),  # a forked worker must not reuse its parent's connections
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _client(api_key: str, api_base: str | None, timeout: float, retries: int, pid: int) -> stripe.StripeClient:
+    options = {
+        "max_network_retries": retries,
+        # (connect, read): fail fast when Stripe is unreachable, wait for a slow answer.
+        "http_client": stripe.RequestsClient(timeout=(min(5.0, timeout), timeout)),
+    }
+    if api_base:
+        options["base_addresses"] = {"api": api_base}
+    return stripe.StripeClient(api_key, **options)
+
+
+# --- PaymentIntents --------------------------------------------------------------------------
+
+
+def create_payment_intent(
+    *,
+    amount: int,
+    currency: str,
+    payment_method: str,
+    metadata: dict,
+    idempotency_key: str,
+    customer: str | None = None,
+) -> Intent:
+    """Create and confirm a card PaymentIntent in one call (server-side confirmation).
+
+    Answers the intent (succeeded, requires_action, processing...); raises CardDeclined when the
+    card is refused at once (the intent then stays requires_payment_method at Stripe).
+    """
+    params = {
+        "amount": amount,
+        "currency": currency,
+        "payment_method": payment_method,
+        "payment_method_types": ["card"],  # card only: no redirect, so no return_url needed
+        "confirm": True,
+        "metadata": {key: str(value) for key, value in metadata.items()},
+    }
+    if customer:
+        params["customer"] = customer
+    with _translated_errors("create payment intent"):
+        intent = client().v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
+    return _intent(intent)
+
+
+def confirm_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
+    """Confirm an intent that is waiting for confirmation (after 3-D Secure with manual confirmation)."""
+    with _translated_errors("confirm payment intent"):
+        intent = client().v1.payment_intents.confirm(intent_id, options={"idempotency_key": idempotency_key})
+    return _intent(intent)
+
+
+def retrieve_payment_intent(intent_id: str) -> Intent:
+    with _translated_errors("retrieve payment intent"):
+        intent = client().v1.payment_intents.retrieve(intent_id)
+    return _intent(intent)
+
+
+def find_payment_intents(*, metadata_key: str, metadata_value: str, scan_limit: int = 1000) -> list[Intent]:
+    """PaymentIntents whose metadata[metadata_key] == metadata_value, newest first.
+
+    For a payment whose intent id we never learnt (the worker died, or the answer timed out,
+    after Stripe accepted the create). Real Stripe answers through its Search API (eventually
+    consistent, within about a minute). localstripe has no search (404): we fall back to listing
+    at most `scan_limit` intents (in the order the API lists them) and filtering here.
+    """
+    value = str(metadata_value)
+    query = f"metadata['{metadata_key}']:'{_search_literal(value)}'"
+    try:
+        with _translated_errors("search payment intents", quiet=True):
+            result = client().v1.payment_intents.search(params={"query": query, "limit": 100})
+        found = [_intent(pi) for pi in result.data]
+    except InvalidPaymentRequest as exc:
+        if exc.http_status != 404:  # 404: no search endpoint (localstripe)
+            raise
+        found = []
+        with _translated_errors("list payment intents"):
+            page = client().v1.payment_intents.list(params={"limit": 100})
+            for scanned, pi in enumerate(page.auto_paging_iter()):
+                if scanned >= scan_limit:
+                    break
+                intent = _intent(pi)
+                if intent.metadata.get(metadata_key) == value:
+                    found.append(intent)
+    return [i for i in found if i.metadata.get(metadata_key) == value]
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+def create_refund(*, intent_id: str, amount: int | None = None, idempotency_key: str) -> Refund:
+    """Refund `amount` (minor units; None = whatever is left) of the intent's charge."""
+    params = {"payment_intent": intent_id, "expand": ["charge"]}
+    if amount is not None:
+        params["amount"] = amount
+    with _translated_errors("create refund"):
+        refund = client().v1.refunds.create(params=params, options={"idempotency_key": idempotency_key})
+    data = refund.to_dict()
+    charge = data.get("charge")
+    charge_refunded = charge.get("amount_refunded") if isinstance(charge, dict) else None
+    return Refund(
+        id=data["id"],
+        amount=int(data.get("amount") or 0),
+        status=str(data.get("status") or ""),
+        charge_amount_refunded=int(charge_refunded) if isinstance(charge_refunded, int) else None,
+    )
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+def construct_event(payload: bytes, sig_header: str) -> dict:
+    """Verify a webhook body against its Stripe-Signature header (default 300 s tolerance) and
+    return the event as a plain dict."""
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload, sig_header, settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
+        )
+    except stripe.SignatureVerificationError as exc:
+        raise WebhookSignatureError(f"webhook signature: {exc.user_message or exc}", "Invalid signature.") from exc
+    try:
+        event = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WebhookSignatureError(f"webhook body is not JSON: {exc}", "Invalid payload.") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise WebhookSignatureError("webhook body is not a Stripe event", "Invalid payload.")
+    return event
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _intent(obj) -> Intent:
+    data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    error = data.get("last_payment_error") or {}
+    charge = data.get("latest_charge")
+    if isinstance(charge, dict):  # expanded (localstripe always expands it)
+        charge = charge.get("id")
+    metadata = data.get("metadata") or {}
+    return Intent(
+        id=data["id"],
+        status=str(data.get("status") or ""),
+        amount=int(data.get("amount") or 0),
+        currency=str(data.get("currency") or "").lower(),
+        client_secret=data.get("client_secret"),
+        metadata={str(k): str(v) for k, v in metadata.items()},
+        error_message=error.get("message") if isinstance(error, dict) else None,
+        latest_charge_id=charge if isinstance(charge, str) else None,
+        created=data.get("created") if isinstance(data.get("created"), int) else None,
+    )
+
+
+def _search_literal(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class _translated_errors:
+    """Turn stripe's exceptions into ours, logging what the user is not shown."""
+
+    def __init__(self, action: str, *, quiet: bool = False):
+        self.action = action
+        self.quiet = quiet  # the caller handles an InvalidRequestError itself
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, stripe.StripeError):
+            return False
+        raise _translate(exc, self.action, quiet=self.quiet) from exc
+
+
+def _translate(exc: stripe.StripeError, action: str, *, quiet: bool = False) -> BillingError:
+    error = (exc.json_body or {}).get("error") if isinstance(exc.json_body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message") or exc.user_message or str(exc) or "The payment failed."
+    description = f"{action}: {type(exc).__name__} (HTTP {exc.http_status}): {message}"
+    if isinstance(exc, stripe.CardError):
+        intent = error.get("payment_intent")
+        intent_id = intent.get("id") if isinstance(intent, dict) else intent if isinstance(intent, str) else None
+        code = error.get("decline_code") or error.get("code") or exc.code
+        return CardDeclined(description, message, intent_id=intent_id, code=code)
+    if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status or 400) < 500:
+        if not quiet:
+            logger.warning("stripe rejected a request: %s", description)
+        return InvalidPaymentRequest(description, message, http_status=exc.http_status)
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+        # Our keys are wrong: the customer cannot fix that, so it reads as "unavailable".
+        logger.error("stripe refused our credentials: %s", description)
+    else:
+        logger.warning("stripe unavailable: %s", description)
+    return StripeUnavailable(description)

@@ -1,0 +1,103 @@
+"""Hypothesis settings and bookkeeping for the hostile-input tests (tests/test_fuzz_*.py).
+
+Two sizes, picked by the environment:
+- CI (default): a few hundred inputs in all, derandomized, so `make test` stays fast and stable;
+- full (`RELIABILITY_FUZZ=full`, set by `make reliability`): over 10,000 inputs in all, random.
+
+Every input a test sends is counted per target; with RELIABILITY_FUZZ_REPORT=<path> the counts
+(and the outcomes each target saw) are written there as JSON when the test process ends, for
+docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from collections import Counter, defaultdict
+
+from hypothesis import HealthCheck, settings
+
+# (CI, full) examples per target; the full column adds up to more than 10,000.
+BUDGET = {
+    "charge": (60, 2200),
+    "api_stripe": (30, 1000),
+    "confirm": (30, 1200),
+    "webhook_signed": (60, 2500),
+    "webhook_unsigned": (20, 800),
+    "adjust_credits": (40, 1500),
+    "show_credits": (20, 500),
+    "reconcile_payments": (15, 300),
+}
+
+inputs: Counter = Counter()
+outcomes: dict[str, Counter] = defaultdict(Counter)
+
+
+def full() -> bool:
+    return os.environ.get("RELIABILITY_FUZZ", "").strip().lower() == "full"
+
+
+def fuzz_settings(target: str) -> settings:
+    ci, big = BUDGET[target]
+    return settings(
+        max_examples=big if full() else ci,
+        deadline=None,  # a request through the stack has no fixed time; the totals are what matter
+        derandomize=not full(),
+        database=None,  # no .hypothesis/ folder in the project; failures print their example
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,  # state is compared per example, not reset
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
+
+
+def record(target: str, outcome) -> None:
+    """Count one input sent to `target` and what it got (a status code, "ok", "refused"...)."""
+    inputs[target] += 1
+    outcomes[target][str(outcome)] += 1
+
+
+@atexit.register
+def _write_report() -> None:
+    path = os.environ.get("RELIABILITY_FUZZ_REPORT", "").strip()
+    if not path or not inputs:
+        return
+    report = {"inputs": dict(inputs), "outcomes": {k: dict(v) for k, v in outcomes.items()}, "full": full()}
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+
+
+# --- what a refused input must leave alone ----------------------------------------------------
+
+
+def money_state() -> dict:
+    """Balances, the ledger, payments and stored events, summed up in a few queries."""
+    from django.db.models import Count, Sum
+
+    from billing.models import LedgerEntry, Payment, Profile, StripeEvent
+
+    return {
+        "balances": dict(Profile.objects.values_list("user_id", "credits")),
+        "ledger": LedgerEntry.objects.aggregate(n=Count("id"), total=Sum("delta")),
+        "payments": dict(Payment.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")),
+        "payment_rows": list(
+            Payment.objects.order_by("id").values_list("id", "status", "amount_refunded", "stripe_payment_intent_id")
+        ),
+        "events": dict(StripeEvent.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")),
+    }
+
+
+def assert_ledger_invariant() -> None:
+    """SPEC 5 for every profile: credits == sum(delta) == newest balance_after, never below zero."""
+    from django.db.models import OuterRef, Subquery, Sum
+
+    from billing.models import LedgerEntry, Profile
+
+    newest = LedgerEntry.objects.filter(profile=OuterRef("pk")).order_by("-id").values("balance_after")[:1]
+    for profile in Profile.objects.annotate(total=Sum("ledger_entries__delta"), newest=Subquery(newest)):
+        assert profile.credits >= 0
+        assert profile.credits == (profile.total or 0) == (profile.newest or 0), profile
+    assert not LedgerEntry.objects.filter(balance_after__lt=0).exists()

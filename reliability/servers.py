@@ -1,0 +1,268 @@
+"""Real processes for the HTTP scenarios: gunicorn app servers on loopback, localstripe, signed-in
+"browsers" (a session cookie and a CSRF token, as a browser holds them), and signed webhook
+deliveries. Everything binds 127.0.0.1 and is stopped by the scenario that started it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from reliability.harness import ROOT, log, wait_until
+from scripts import localstripe_server
+
+WEBHOOK_SECRET = "whsec_reliability_servers"  # a fixed string for throwaway servers, not a secret
+STRIPE_KEY = "sk_test_reliability"
+PUBLISHABLE_KEY = "pk_test_reliability"
+REQUEST_TIMEOUT = 30  # seconds a client waits for any answer: every request must get one
+
+
+def free_port() -> int:
+    return localstripe_server.free_port()
+
+
+# --- gunicorn ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AppServer:
+    """One gunicorn instance (its own port and workers) on the shared database."""
+
+    name: str
+    port: int
+    workers: int
+    env: dict
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    log_file: object = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 60) -> AppServer:
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "core.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+                "--access-logfile",
+                "-",
+                "--error-logfile",
+                "-",
+                "--access-logformat",
+                f"{self.name} %(m)s %(U)s %(s)s %(L)ss pid=%(p)s",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends master and workers
+        )
+
+        def answers():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                return requests.get(f"{self.url}/api/current_user", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, timeout=timeout, interval=0.1, what=f"{self.name} on {self.url}")
+        log(f"{self.name} up on {self.url} with {self.workers} workers")
+        return self
+
+    def worker_pids(self) -> list[int]:
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(pid) for pid in children]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def server_env(database_url: str, stripe_base: str, **extra: str) -> dict:
+    """The environment an app server runs with: production settings (DEBUG off) on the scenario's
+    database, pointed at the given Stripe."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="reliability.settings",
+        DATABASE_URL=database_url,
+        STRIPE_API_BASE=stripe_base,
+        STRIPE_JS_URL=f"{stripe_base}/js.stripe.com/v3/",
+        STRIPE_SECRET_KEY=STRIPE_KEY,
+        STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+# --- localstripe -----------------------------------------------------------------------------------
+
+
+class LocalStripe:
+    """A loopback localstripe from scratch, and the few calls a browser or Stripe would make."""
+
+    def __init__(self):
+        self.proc, self.base = localstripe_server.start()
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {STRIPE_KEY}"
+
+    def stop(self) -> None:
+        localstripe_server.stop(self.proc)
+
+    def card(self, number: str) -> str:
+        """A PaymentMethod for a test card, as Stripe.js would create it."""
+        response = self.http.post(
+            f"{self.base}/v1/payment_methods",
+            data={
+                "type": "card",
+                "card[number]": number,
+                "card[exp_month]": 12,
+                "card[exp_year]": 2034,
+                "card[cvc]": "123",
+            },
+            timeout=REQUEST_TIMEOUT,
+        )
+        response.raise_for_status()
+        return response.json()["id"]
+
+    def authenticate(self, client_secret: str, *, success: bool = True) -> dict:
+        """What Stripe.js's confirmCardPayment does: answer the 3-D Secure challenge."""
+        intent_id = client_secret.split("_secret_")[0]
+        response = requests.post(
+            f"{self.base}/v1/payment_intents/{intent_id}/_authenticate",
+            params={"success": "true" if success else "false"},
+            data={"key": PUBLISHABLE_KEY, "client_secret": client_secret},
+            timeout=REQUEST_TIMEOUT,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def list_all(self, resource: str) -> list[dict]:
+        """Every object of a list endpoint (events, payment_intents), following the pages."""
+        out, after = [], None
+        while True:
+            params = {"limit": 100, **({"starting_after": after} if after else {})}
+            response = self.http.get(f"{self.base}/v1/{resource}", params=params, timeout=REQUEST_TIMEOUT)
+            response.raise_for_status()
+            page = response.json()
+            out.extend(page["data"])
+            if not page.get("has_more") or not page["data"]:
+                return out
+            after = page["data"][-1]["id"]
+
+
+# --- browsers and Stripe's deliveries ------------------------------------------------------------
+
+
+def signed_in_browsers(emails: list[str]) -> list[Browser]:
+    """Users with a session each, made the way a sign-in makes them (in this process's database)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.models import User
+
+    browsers = []
+    for email in emails:
+        user = User.objects.create_user(email=email, password=None)
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        browsers.append(Browser(user.pk, email, session.session_key))
+    return browsers
+
+
+class Browser:
+    """A signed-in user's cookies (session and CSRF) and the JSON calls the page makes."""
+
+    def __init__(self, user_id: int, email: str, session_key: str):
+        self.user_id, self.email = user_id, email
+        self.csrf = secrets.token_hex(16)  # 32 characters: a valid CSRF secret for the cookie
+        self.http = requests.Session()
+        self.http.headers["X-CSRFToken"] = self.csrf
+        self.http.cookies.set("sessionid", session_key)
+        self.http.cookies.set("csrftoken", self.csrf)
+
+    def post_json(self, url: str, body: dict, *, timeout: float = REQUEST_TIMEOUT) -> Answer:
+        return call(lambda: self.http.post(url, json=body, timeout=timeout))
+
+
+@dataclass
+class Answer:
+    status: int | None  # None: no answer (connection refused, reset or timed out)
+    body: object = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def call(send) -> Answer:
+    started = time.perf_counter()
+    try:
+        response = send()
+    except requests.RequestException as exc:
+        return Answer(None, error=f"{type(exc).__name__}: {exc}"[:300], seconds=time.perf_counter() - started)
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:300]
+    return Answer(response.status_code, body, seconds=time.perf_counter() - started)
+
+
+def deliver(url: str, event: dict, *, secret: str = WEBHOOK_SECRET) -> Answer:
+    """POST one event to a webhook URL, signed as Stripe signs it."""
+    payload = json.dumps(event).encode()
+    timestamp = int(time.time())
+    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"}
+    return call(
+        lambda: requests.post(f"{url}/billing/webhook/", data=payload, headers=headers, timeout=REQUEST_TIMEOUT)
+    )
+
+
+def scan_logs(text: str, secrets_to_find: dict[str, str]) -> dict:
+    """Tracebacks and secrets in a server's log."""
+    return {
+        "tracebacks": text.count("Traceback (most recent call last)"),
+        "secrets_found": sorted(name for name, value in secrets_to_find.items() if value and value in text),
+        "lines": text.count("\n"),
+    }

@@ -1,0 +1,331 @@
+"""Scenario 1, the ledger storm: N processes x M mixed operations on 3 profiles, on PostgreSQL.
+
+Each process calls billing.ledger directly (spend 50 %, add 30 %, staff adjust +/- 20 %, 1-5
+credits each), about 10 % of its attempts replaying an idempotency key that some process
+(often another one, often at the same moment) used earlier. An operation is a pure function of
+its key, so a replay is the same operation and must return the first entry.
+
+Afterwards, from the database and the workers' own accounts:
+- audit_credits is clean (and our own SQL says the same: credits == sum(delta) == newest
+  balance_after for each profile, and every balance_after is the running sum of its profile);
+- no balance_after below zero, ever, and no negative balance;
+- every attempt is accounted for: successes + refusals == attempts, no other outcome;
+- each idempotency key has one entry, and every attempt with that key was given that entry;
+- the entries in the database are exactly the ones the workers were told about.
+
+    python -m reliability.storm --size smoke|full
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import random
+import sys
+import time
+from collections import Counter, defaultdict
+
+from reliability.harness import Size, has_command, log, manage, scenario_main, setup_django
+
+PROFILES = 3
+SEED_CREDITS = 50
+REPLAY_SHARE = 0.10
+KEYED_SHARE = 0.70
+
+
+def plan(size: Size) -> dict:
+    return size.pick(smoke={"procs": 4, "ops": 250}, full={"procs": 8, "ops": 2000})
+
+
+def operation(proc: int, index: int) -> dict:
+    """The operation that key (proc, index) stands for: the same whoever replays it."""
+    rng = random.Random(f"storm:{proc}:{index}")
+    roll = rng.random()
+    amount = rng.randint(1, 5)
+    if roll < 0.5:
+        op, delta = "spend", -amount
+    elif roll < 0.8:
+        op, delta = "add", amount
+    else:
+        op, delta = "adjust", amount if rng.random() < 0.5 else -amount
+    keyed = rng.random() < KEYED_SHARE
+    return {
+        "op": op,
+        "delta": delta,
+        "profile": rng.randrange(PROFILES),
+        "key": f"storm:{proc}:{index}" if keyed else None,
+    }
+
+
+def attempts_for(proc: int, procs: int, ops: int) -> list[dict]:
+    """The worker's sequence: its own operations, about 10 % replaced by replays of a keyed
+    operation some process does (or did) at an earlier index."""
+    rng = random.Random(f"attempts:{proc}")
+    out = []
+    for index in range(ops):
+        if index > 0 and rng.random() < REPLAY_SHARE:
+            for _ in range(20):  # find an earlier keyed operation
+                other = operation(rng.randrange(procs), rng.randrange(index))
+                if other["key"]:
+                    out.append({**other, "replay": True})
+                    break
+            else:
+                out.append({**operation(proc, index), "replay": False})
+        else:
+            out.append({**operation(proc, index), "replay": False})
+    return out
+
+
+def _worker(proc, procs, ops, users, staff_id, barrier, results):
+    from django.db import connections
+
+    connections.close_all()  # never share the parent's socket
+    try:
+        from accounts.models import User
+        from billing import ledger
+        from billing.exceptions import InsufficientCredits
+
+        people = {i: User.objects.get(pk=pk) for i, pk in enumerate(users)}
+        staff = User.objects.get(pk=staff_id)
+        outcomes = Counter()
+        keyed = []  # (key, entry id, delta) for every keyed success
+        keyless = []  # (entry id, delta) for every keyless success
+        attempts = attempts_for(proc, procs, ops)
+        barrier.wait(timeout=60)
+        started = time.perf_counter()
+        for attempt in attempts:
+            user = people[attempt["profile"]]
+            delta, key = attempt["delta"], attempt["key"]
+            reason = f"storm {attempt['op']} {key or 'no key'}"
+            try:
+                if attempt["op"] == "spend":
+                    entry = ledger.spend_credits(user, -delta, reason=reason, idempotency_key=key)
+                elif attempt["op"] == "add":
+                    entry = ledger.add_credits(user, delta, kind="grant", reason=reason, idempotency_key=key)
+                else:
+                    entry = ledger.adjust_credits(user, delta, reason=reason, actor=staff, idempotency_key=key)
+            except InsufficientCredits:
+                outcomes["refused"] += 1
+                outcomes[f"refused_{attempt['op']}"] += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - any other outcome is a failure, counted and shown
+                outcomes["error"] += 1
+                outcomes[f"error: {type(exc).__name__}: {exc}"[:200]] += 1
+                continue
+            outcomes["succeeded"] += 1
+            outcomes[f"succeeded_{attempt['op']}"] += 1
+            if attempt["replay"]:
+                outcomes["replays"] += 1
+            if entry.delta != delta:
+                outcomes["error"] += 1
+                outcomes["error: entry delta differs from the operation"] += 1
+            if key:
+                keyed.append((key, entry.pk, entry.delta))
+            else:
+                keyless.append((entry.pk, entry.delta))
+        elapsed = time.perf_counter() - started
+        results.put(
+            {
+                "proc": proc,
+                "attempts": len(attempts),
+                "outcomes": dict(outcomes),
+                "keyed": keyed,
+                "keyless": keyless,
+                "elapsed": elapsed,
+            }
+        )
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the scenario
+        results.put({"proc": proc, "crash": f"{type(exc).__name__}: {exc}"})
+        with contextlib.suppress(Exception):  # the barrier may already be broken
+            barrier.abort()
+    finally:
+        connections.close_all()
+
+
+def run(size: Size) -> dict:
+    setup_django("rel_storm")
+    from django.db import connection, connections
+
+    from accounts.models import User
+    from billing import ledger
+
+    sizes = plan(size)
+    procs, ops = sizes["procs"], sizes["ops"]
+    users = []
+    for i in range(PROFILES):
+        user = User.objects.create_user(email=f"storm{i}@example.com", password=None)
+        ledger.add_credits(user, SEED_CREDITS, kind="grant", reason="opening grant", idempotency_key=f"seed:{i}")
+        users.append(user.pk)
+    staff = User.objects.create_user(email="storm-staff@example.com", password=None, is_staff=True)
+
+    log(f"storm: {procs} processes x {ops} operations on {PROFILES} profiles")
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(procs + 1)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_worker, args=(p, procs, ops, users, staff.pk, barrier, results), daemon=True)
+        for p in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    barrier.wait(timeout=120)
+    wall_start = time.perf_counter()
+    reports = [results.get(timeout=600) for _ in workers]
+    wall = time.perf_counter() - wall_start
+    for w in workers:
+        w.join(timeout=30)
+
+    crashes = [r["crash"] for r in reports if "crash" in r]
+    outcomes = Counter()
+    for r in reports:
+        outcomes.update(r.get("outcomes", {}))
+    attempts = sum(r.get("attempts", 0) for r in reports)
+
+    # Every attempt with a key was given the same entry; every entry given exists, as told.
+    entries_by_key = defaultdict(set)
+    told = {}
+    for r in reports:
+        for key, pk, delta in r.get("keyed", []):
+            entries_by_key[key].add(pk)
+            told[pk] = (key, delta)
+        for pk, delta in r.get("keyless", []):
+            told[pk] = (None, delta)
+    split_keys = sorted(k for k, pks in entries_by_key.items() if len(pks) > 1)
+
+    checks = _database_checks(users, told)
+    audit = _audit()
+    control = _negative_control(users[0], told)
+
+    errors = {k: v for k, v in outcomes.items() if k.startswith("error")}
+    verdicts = {
+        "no worker crashed": not crashes,
+        "successes + refusals == attempts": outcomes["succeeded"] + outcomes["refused"] == attempts
+        and not outcomes["error"],
+        "no balance_after below zero, no negative balance": checks["negative_balance_after"] == 0
+        and checks["negative_credits"] == 0,
+        "credits == sum(delta) == newest balance_after (own SQL)": checks["profiles_broken"] == 0,
+        "every balance_after is the running sum of its profile": checks["running_sum_mismatches"] == 0,
+        "each idempotency key applied once": checks["duplicate_keys"] == 0 and not split_keys,
+        "database entries == entries the workers were told about": checks["untold_entries"] == 0
+        and checks["missing_or_wrong_entries"] == 0,
+        "audit_credits clean": audit["clean"] is not False,
+        "the checks catch a corrupted balance (negative control)": control["caught"],
+    }
+    connection.close()
+    return {
+        "scenario": "Ledger storm",
+        "sizes": {"processes": procs, "operations per process": ops, "profiles": PROFILES},
+        "attempts": attempts,
+        "succeeded": outcomes["succeeded"],
+        "refused": outcomes["refused"],
+        "replays": outcomes["replays"],
+        "by_operation": {
+            op: {"succeeded": outcomes[f"succeeded_{op}"], "refused": outcomes[f"refused_{op}"]}
+            for op in ("spend", "add", "adjust")
+        },
+        "distinct_keys_applied": len(entries_by_key),
+        "errors": errors,
+        "crashes": crashes,
+        "split_keys": split_keys[:10],
+        "database": checks,
+        "audit_credits": audit,
+        "negative_control": control,
+        "wall_seconds": round(wall, 2),
+        "operations_per_second": round(attempts / wall) if wall else None,
+        "verdicts": verdicts,
+        "passed": all(verdicts.values()),
+    }
+
+
+def _database_checks(user_ids: list[int], told: dict) -> dict:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*) FILTER (WHERE p.credits <> coalesce(s.total, 0)
+                                       OR p.credits <> coalesce(n.balance_after, 0)),
+                   count(*) FILTER (WHERE p.credits < 0)
+            FROM billing_profile p
+            LEFT JOIN (SELECT profile_id, sum(delta) AS total FROM billing_ledgerentry GROUP BY profile_id) s
+                   ON s.profile_id = p.id
+            LEFT JOIN LATERAL (SELECT balance_after FROM billing_ledgerentry e
+                               WHERE e.profile_id = p.id ORDER BY e.id DESC LIMIT 1) n ON true
+            """
+        )
+        profiles_broken, negative_credits = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM billing_ledgerentry WHERE balance_after < 0")
+        negative_balance_after = cursor.fetchone()[0]
+        # Entries of one profile are written under its row lock, so id order is commit order.
+        cursor.execute(
+            """
+            SELECT count(*) FROM (
+                SELECT balance_after, sum(delta) OVER (PARTITION BY profile_id ORDER BY id) AS running
+                FROM billing_ledgerentry
+            ) t WHERE balance_after <> running
+            """
+        )
+        running_sum_mismatches = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT idempotency_key FROM billing_ledgerentry "
+            "WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING count(*) > 1) d"
+        )
+        duplicate_keys = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT e.id, e.idempotency_key, e.delta FROM billing_ledgerentry e "
+            "JOIN billing_profile p ON p.id = e.profile_id WHERE p.user_id = ANY(%s) AND e.reason LIKE 'storm %%'",
+            [user_ids],
+        )
+        stored = {pk: (key, delta) for pk, key, delta in cursor.fetchall()}
+        cursor.execute("SELECT count(*), min(balance_after), max(balance_after) FROM billing_ledgerentry")
+        total_entries, min_balance_after, max_balance_after = cursor.fetchone()
+        cursor.execute("SELECT sum(credits) FROM billing_profile WHERE user_id = ANY(%s)", [user_ids])
+        final_credits = cursor.fetchone()[0]
+    untold = [pk for pk in stored if pk not in told]
+    wrong = [pk for pk, fact in told.items() if stored.get(pk) != fact]
+    return {
+        "ledger_entries": total_entries,
+        "storm_entries": len(stored),
+        "min_balance_after": min_balance_after,
+        "max_balance_after": max_balance_after,
+        "final_credits_total": final_credits,
+        "profiles_broken": profiles_broken,
+        "negative_credits": negative_credits,
+        "negative_balance_after": negative_balance_after,
+        "running_sum_mismatches": running_sum_mismatches,
+        "duplicate_keys": duplicate_keys,
+        "untold_entries": len(untold),
+        "missing_or_wrong_entries": len(wrong),
+    }
+
+
+def _negative_control(user_id: int, told: dict) -> dict:
+    """After the verdicts: corrupt one balance with raw SQL (as a bug outside the ledger would)
+    and make sure the same checks now fail, so a clean result means something."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_profile SET credits = credits + 1 WHERE user_id = %s", [user_id])
+    sql_caught = _database_checks([user_id], told)["profiles_broken"] == 1
+    audit = _audit()
+    return {
+        "caught": sql_caught and audit["clean"] is not True,
+        "sql_caught": sql_caught,
+        "audit_exit": audit.get("exit_code"),
+    }
+
+
+def _audit() -> dict:
+    if not has_command("audit_credits"):
+        return {"clean": None, "output": "audit_credits does not exist yet; the SQL checks stand alone"}
+    result = manage("audit_credits")
+    return {
+        "clean": result.returncode == 0,
+        "exit_code": result.returncode,
+        "output": (result.stdout + result.stderr)[-2000:],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(scenario_main(run))

@@ -1,0 +1,279 @@
+/*
+ * The Add Credits dialog (SPEC 7): a Stripe.js card Element, a PaymentMethod created in the
+ * browser, then POST /billing/charge/ with {pack, payment_method}. The server names the price;
+ * this page only names a pack. 3-D Secure: stripe.confirmCardPayment(client_secret), then
+ * POST /billing/charge/<id>/confirm/. Plain JS, no build step, no inline script (CSP).
+ */
+(function () {
+  "use strict";
+
+  const dialog = document.getElementById("add-credits-dialog");
+  if (!dialog) return;
+
+  const form = dialog.querySelector("#pay-form");
+  const submit = dialog.querySelector("#pay-submit");
+  const errorBox = dialog.querySelector("#pay-error");
+  const cardMount = dialog.querySelector("#card-element");
+  const config = dialog.dataset;
+  const csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+
+  let stripe = null;
+  let card = null;
+  let paying = false;
+  let steppingAside = false; // the dialog is closed on purpose during 3-D Secure
+
+  // --- Stripe.js --------------------------------------------------------------------------
+  function ensureStripe() {
+    if (stripe) return true;
+    if (typeof window.Stripe !== "function") {
+      showError("The card form could not load. Check your connection and reload the page.");
+      submit.disabled = true;
+      return false;
+    }
+    stripe = window.Stripe(config.stripeKey);
+    card = stripe.elements().create("card", {
+      style: {
+        base: { fontSize: "16px", color: "#1d2433", "::placeholder": { color: "#98a2b3" } },
+        invalid: { color: "#b42318" },
+      },
+    });
+    card.mount(cardMount);
+    card.on("change", function (event) {
+      // Real Stripe.js passes {error, complete}; the local stand-in passes nothing.
+      if (event && event.error) showError(event.error.message);
+      else if (!paying) clearError();
+    });
+    return true;
+  }
+
+  // --- the dialog ----------------------------------------------------------------------------
+  function packInputs() {
+    return Array.from(form.querySelectorAll("input[name=pack]"));
+  }
+
+  function selectedPack() {
+    return packInputs().find((input) => input.checked) || packInputs()[0] || null;
+  }
+
+  function choosePack(slug) {
+    const input = packInputs().find((candidate) => candidate.value === slug);
+    if (input) input.checked = true;
+    updatePayLabel();
+  }
+
+  function updatePayLabel() {
+    const pack = selectedPack();
+    submit.textContent = pack ? "Pay " + pack.dataset.price : "Pay";
+  }
+
+  function openDialog(slug) {
+    if (paying) return; // a payment (maybe its 3-D Secure step) is still going on
+    choosePack(slug || config.defaultPack);
+    clearError();
+    if (!dialog.open) dialog.showModal();
+    if (ensureStripe()) {
+      submit.disabled = false;
+      if (typeof card.focus === "function") card.focus();
+    }
+  }
+
+  function closeDialog() {
+    if (!paying && dialog.open) dialog.close();
+  }
+
+  function showError(message) {
+    errorBox.textContent = message;
+  }
+
+  function clearError() {
+    errorBox.textContent = "";
+  }
+
+  function setPaying(on, label) {
+    paying = on;
+    submit.disabled = on;
+    submit.setAttribute("aria-busy", on ? "true" : "false");
+    form.querySelectorAll("[data-close-dialog], input[name=pack]").forEach((el) => {
+      el.disabled = on;
+    });
+    if (on) submit.textContent = label;
+    else updatePayLabel();
+  }
+
+  // --- talking to the server -----------------------------------------------------------------
+  async function postJSON(url, data) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify(data),
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    return { status: response.status, body: body || {} };
+  }
+
+  function messageFor(result) {
+    if (result.status === 401) return "Your session has ended. Sign in again, then retry.";
+    if (result.status === 403) return "This page has expired. Reload it and try again.";
+    if (result.body.error) return result.body.error;
+    return "Something went wrong (error " + result.status + "). Reload the page to check your balance before trying again.";
+  }
+
+  // Stripe draws its 3-D Secure window over the page; a modal <dialog> would leave it behind
+  // the dialog and unclickable, so the dialog steps aside until the bank has answered.
+  async function authenticate(answer) {
+    submit.textContent = "Waiting for your bank…";
+    steppingAside = true;
+    dialog.close();
+    let outcome;
+    try {
+      outcome = await stripe.confirmCardPayment(answer.client_secret);
+    } finally {
+      if (!dialog.open) dialog.showModal();
+      steppingAside = false;
+    }
+    submit.textContent = "Confirming…";
+    const url = config.confirmUrl.replace(config.paymentPlaceholder, encodeURIComponent(answer.payment));
+    const result = await postJSON(url, {});
+    if (outcome && outcome.error && !(result.status === 200 && result.body.status === "succeeded")) {
+      return { status: 402, body: { error: outcome.error.message || "Your bank did not confirm the payment." } };
+    }
+    return result;
+  }
+
+  async function pay() {
+    const pack = selectedPack();
+    if (!pack) return showError("Choose a pack first.");
+    clearError();
+    setPaying(true, "Processing…");
+    try {
+      const created = await stripe.createPaymentMethod({ type: "card", card: card });
+      if (created.error || !created.paymentMethod) {
+        showError((created.error && created.error.message) || "Check your card details.");
+        return;
+      }
+      let result = await postJSON(config.chargeUrl, { pack: pack.value, payment_method: created.paymentMethod.id });
+      if (result.status === 200 && result.body.status === "requires_action") {
+        result = await authenticate(result.body);
+      }
+      if (result.status === 200 && result.body.status === "succeeded") {
+        succeeded(result.body);
+      } else if (result.status === 200 && result.body.status === "requires_action") {
+        showError("Your bank still needs you to confirm this payment. Try again.");
+      } else {
+        showError(messageFor(result));
+      }
+    } catch (_) {
+      showError("We could not reach the server. If your card was charged the credits will appear shortly; reload the page to check.");
+    } finally {
+      setPaying(false);
+    }
+  }
+
+  // --- success -------------------------------------------------------------------------------
+  function plural(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
+  function succeeded(answer) {
+    const balance = Number(answer.credits);
+    const header = document.getElementById("header-credits-value");
+    if (header) header.textContent = String(balance);
+    const page = document.getElementById("balance-value");
+    if (page) page.textContent = String(balance);
+    const unit = document.getElementById("balance-unit");
+    if (unit) unit.textContent = balance === 1 ? "credit" : "credits";
+    if (typeof card.clear === "function") card.clear();
+    paying = false;
+    dialog.close();
+    announce("Payment received: " + plural(Number(answer.added), "credit") + " added. Your balance is " + plural(balance, "credit") + ".");
+    refreshHistory();
+  }
+
+  function announce(text) {
+    const main = document.querySelector("main");
+    let list = main.querySelector(".messages");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "messages";
+      list.setAttribute("role", "status");
+      main.prepend(list);
+    }
+    const item = document.createElement("li");
+    item.className = "message message-success";
+    item.dataset.testid = "pay-success";
+    item.textContent = text;
+    list.replaceChildren(item);
+    window.scrollTo({ top: 0, behavior: "smooth" });
+  }
+
+  // The payment history and ledger come from the server, as on a reload, without losing the message.
+  async function refreshHistory() {
+    try {
+      const response = await fetch(window.location.pathname + window.location.search, {
+        credentials: "same-origin",
+        headers: { Accept: "text/html" },
+      });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      ["payments", "ledger"].forEach((id) => {
+        const current = document.getElementById(id);
+        const replacement = fresh.getElementById(id);
+        if (current && replacement) current.replaceWith(document.adoptNode(replacement));
+      });
+    } catch (_) {
+      // The message and balances are already right; a reload shows the history.
+    }
+  }
+
+  // --- wiring --------------------------------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    const buy = event.target.closest("[data-buy-pack]");
+    if (buy) {
+      event.preventDefault();
+      openDialog(buy.dataset.buyPack);
+      return;
+    }
+    // The header's "Add Credits" link opens the dialog here instead of reloading the page.
+    if (event.target.closest("[data-add-credits]")) {
+      event.preventDefault();
+      openDialog(null);
+      return;
+    }
+    if (event.target.closest("[data-close-dialog]")) closeDialog();
+  });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!paying && ensureStripe()) pay();
+  });
+
+  form.addEventListener("change", function (event) {
+    if (event.target.name === "pack") updatePayLabel();
+  });
+
+  dialog.addEventListener("cancel", function (event) {
+    if (paying) event.preventDefault(); // Escape must not hide a payment in progress
+  });
+
+  dialog.addEventListener("close", function () {
+    if (!steppingAside && !paying) clearError();
+  });
+
+  // Clicking the backdrop closes the dialog, like Escape.
+  dialog.addEventListener("click", function (event) {
+    if (event.target === dialog) closeDialog();
+  });
+
+  // Other pages link to /billing/#add-credits: one click from anywhere opens the dialog.
+  if (window.location.hash === "#add-credits") {
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+    openDialog(null);
+  }
+  updatePayLabel();
+})();

@@ -1,0 +1,149 @@
+"""Stripe webhook events for tests, as Stripe sends them.
+
+One JSON file per event type, in the shape Stripe's API reference documents (API version
+2024-06-20), re-pointed at one of our payments; signed as Stripe signs them (HMAC-SHA256 of
+"<timestamp>.<raw body>" under the endpoint secret, header "t=...,v1=..."), computed here
+rather than by the SDK so the test does not check the SDK against itself; POSTed through the
+Django test client as a raw body, the way Stripe delivers them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+
+from billing.models import CreditPack, Payment
+
+HERE = Path(__file__).parent
+WEBHOOK_URL = "/billing/webhook/"
+
+
+def load(event_type: str) -> dict:
+    """The stored example of `event_type`, with a fresh event id."""
+    event = json.loads((HERE / f"{event_type}.json").read_text())
+    event["id"] = f"evt_{uuid.uuid4().hex[:24]}"
+    event["created"] = int(time.time())
+    return event
+
+
+def make_payment(user, *, pack_slug: str = "starter", status: str = Payment.Status.PENDING) -> Payment:
+    """A payment as the charge flow leaves it after Stripe accepted the intent (not yet settled)."""
+    # get_or_create: a transactional test's flush removes the migration-made `starter` pack.
+    pack, _ = CreditPack.objects.get_or_create(
+        slug=pack_slug, defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
+    )
+    return Payment.objects.create(
+        user=user,
+        pack=pack,
+        credits=pack.credits,
+        amount=pack.amount,
+        currency=pack.currency,
+        status=status,
+        stripe_payment_intent_id=f"pi_{uuid.uuid4().hex[:24]}",
+    )
+
+
+def charge_id(payment: Payment) -> str:
+    return "ch_" + payment.stripe_payment_intent_id.removeprefix("pi_")
+
+
+def _intent(event: dict, payment: Payment, *, with_metadata: bool) -> dict:
+    intent = event["data"]["object"]
+    intent["id"] = payment.stripe_payment_intent_id
+    intent["client_secret"] = f"{intent['id']}_secret_{uuid.uuid4().hex}"
+    intent["amount"] = payment.amount
+    intent["currency"] = payment.currency
+    intent["latest_charge"] = charge_id(payment)
+    intent["metadata"] = (
+        {"pack": payment.pack.slug, "payment_id": str(payment.pk), "user_id": str(payment.user_id)}
+        if with_metadata
+        else {}
+    )
+    return intent
+
+
+def intent_succeeded(payment: Payment, *, amount: int | None = None, with_metadata: bool = True) -> dict:
+    event = load("payment_intent.succeeded")
+    intent = _intent(event, payment, with_metadata=with_metadata)
+    if amount is not None:
+        intent["amount"] = amount
+    intent["amount_received"] = intent["amount"]
+    return event
+
+
+def intent_failed(payment: Payment, *, message: str = "Your card was declined.") -> dict:
+    event = load("payment_intent.payment_failed")
+    intent = _intent(event, payment, with_metadata=True)
+    intent["last_payment_error"]["message"] = message
+    intent["last_payment_error"]["charge"] = charge_id(payment)
+    return event
+
+
+def charge_refunded(payment: Payment, *, refunds: list[int]) -> dict:
+    """charge.refunded after the refunds `refunds` (amounts, oldest first) were made on the payment's charge."""
+    event = load("charge.refunded")
+    charge = event["data"]["object"]
+    template = charge["refunds"]["data"][0]
+    charge.update(
+        id=charge_id(payment),
+        amount=payment.amount,
+        amount_captured=payment.amount,
+        amount_refunded=sum(refunds),
+        currency=payment.currency,
+        payment_intent=payment.stripe_payment_intent_id,
+        refunded=sum(refunds) >= payment.amount,
+    )
+    charge["refunds"].update(
+        data=[
+            {
+                **template,
+                "id": f"re_{uuid.uuid4().hex[:24]}",
+                "amount": amount,
+                "charge": charge["id"],
+                "currency": payment.currency,
+                "payment_intent": payment.stripe_payment_intent_id,
+            }
+            for amount in reversed(refunds)  # Stripe lists the newest first
+        ],
+        total_count=len(refunds),
+        url=f"/v1/charges/{charge['id']}/refunds",
+    )
+    event["data"]["previous_attributes"]["amount_refunded"] = sum(refunds[:-1])
+    return event
+
+
+def dispute_created(payment: Payment, *, amount: int | None = None) -> dict:
+    event = load("charge.dispute.created")
+    dispute = event["data"]["object"]
+    dispute.update(
+        id=f"dp_{uuid.uuid4().hex[:24]}",
+        amount=payment.amount if amount is None else amount,
+        charge=charge_id(payment),
+        currency=payment.currency,
+        payment_intent=payment.stripe_payment_intent_id,
+    )
+    return event
+
+
+def sign(body: bytes, *, secret: str | None = None, timestamp: int | None = None) -> str:
+    secret = settings.STRIPE_WEBHOOK_SECRET if secret is None else secret
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def body_of(event: dict | bytes) -> bytes:
+    return event if isinstance(event, bytes) else json.dumps(event).encode()
+
+
+def post(client, event: dict | bytes, *, secret: str | None = None, timestamp: int | None = None, signature=None):
+    """Deliver `event` (a dict, or raw bytes) signed with `secret` (default: the endpoint's)."""
+    body = body_of(event)
+    header = sign(body, secret=secret, timestamp=timestamp) if signature is None else signature
+    return client.post(WEBHOOK_URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header)

@@ -1,0 +1,71 @@
+"""/billing/ and /api/current_user make a small, fixed number of queries, whatever the ledger's
+size (issue 5; docs/BENCHMARKS.md measures their latency at a million entries)."""
+
+from http import HTTPStatus
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from billing import ledger
+from billing.models import CreditPack, Payment
+
+MAX_QUERIES = 6
+
+
+def give_history(user, *, entries: int, payments: int) -> None:
+    pack = CreditPack.objects.get(slug="starter")
+    ledger.add_credits(user, entries, kind="grant", reason="seed")
+    for n in range(entries - 1):
+        ledger.spend_credits(user, 1, reason=f"spend {n}")
+    for _ in range(payments):
+        Payment.objects.create(user=user, pack=pack, credits=pack.credits, amount=pack.amount, currency=pack.currency)
+
+
+def count_queries(client, path: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(path)
+    assert response.status_code == HTTPStatus.OK
+    return len(queries)
+
+
+@pytest.mark.parametrize("path", ["/billing/", "/billing/?page=2", "/api/current_user"])
+def test_signed_in_pages_stay_within_the_query_budget(signed_in_client, user, path, django_assert_max_num_queries):
+    give_history(user, entries=60, payments=3)  # more than two ledger pages, a payments table
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = signed_in_client.get(path)
+    assert response.status_code == HTTPStatus.OK
+
+
+@pytest.mark.parametrize("path", ["/billing/", "/api/current_user"])
+def test_query_count_does_not_grow_with_the_ledger(client, make_user, path):
+    few, many = make_user(), make_user()
+    give_history(few, entries=2, payments=1)
+    give_history(many, entries=80, payments=25)
+    client.force_login(few)
+    with_few = count_queries(client, path)
+    client.force_login(many)
+    assert count_queries(client, path) == with_few
+
+
+def test_billing_page_reads_the_balance_once_for_page_and_header(signed_in_client, user):
+    ledger.add_credits(user, 7, kind="grant", reason="seed")
+    with CaptureQueriesContext(connection) as queries:
+        response = signed_in_client.get("/billing/")
+    balance_reads = [q for q in queries if 'FROM "billing_profile"' in q["sql"] and '"credits"' in q["sql"]]
+    assert len(balance_reads) == 1
+    assert b'id="header-credits-value">7<' in response.content
+    assert b'id="balance-value">7<' in response.content
+
+
+def test_ledger_pages_go_back_in_time_without_counting(signed_in_client, user):
+    give_history(user, entries=30, payments=0)  # 30 entries: a full page of 25 and 5 older
+    first = signed_in_client.get("/billing/")
+    assert b"Older &rarr;" in first.content and b"&larr; Newer" not in first.content
+    second = signed_in_client.get("/billing/?page=2")
+    assert b"&larr; Newer" in second.content and b"Older &rarr;" not in second.content
+    assert second.content.count(b'class="kind kind-') == 5
+    past_the_end = signed_in_client.get("/billing/?page=9")
+    assert past_the_end.content.count(b'class="kind kind-') == 25  # back to the newest page
+    for junk in ("0", "-1", "abc"):
+        assert signed_in_client.get(f"/billing/?page={junk}").status_code == HTTPStatus.OK
