@@ -29,5 +29,13 @@ bench: $(VENV)/.installed
 bench-smoke: $(VENV)/.installed
 	$(PY) -m bench --smoke
 
+# Reliability and security suite on PostgreSQL (DATABASE_URL's server; its own rel_* databases), gunicorn and
+# localstripe on loopback. Full run: about 15 minutes, rewrites docs/RELIABILITY.md. Smoke: under a minute, for CI.
+reliability: $(VENV)/.installed
+	$(PY) -m reliability --full
+
+reliability-smoke: $(VENV)/.installed
+	$(PY) -m reliability --smoke
+
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache

@@ -6,7 +6,9 @@ The flow (SPEC 7), with no Stripe call inside a database transaction:
    price), records a pending `Payment` whose credits and amount are copied from the pack, and
    commits it.
 2. Outside any transaction it asks Stripe to create and confirm a PaymentIntent for that
-   amount, with the idempotency key `payment:<id>:intent` and metadata naming the payment, so
+   amount, with the idempotency key `payment:<id>:<created>:intent` (the creation time keeps a
+   reset development database's reused ids from replaying old intents at a shared Stripe test
+   account, which keeps keys for 24 h) and metadata naming the payment, so
    the webhook and `reconcile_payments` can find our payment from the intent.
 3. Stripe's answer goes to `billing.fulfilment` (credit, 3-D Secure, or fail), which is
    idempotent and locks the payment, so the webhook arriving first, later or at the same
@@ -88,8 +90,13 @@ def start_charge(user, *, pack_slug, payment_method) -> ChargeResult:
             amount=payment.amount,
             currency=payment.currency,
             payment_method=payment_method,
-            metadata={"payment_id": payment.pk, "user_id": user.pk, "pack": pack.slug},
-            idempotency_key=f"payment:{payment.pk}:intent",
+            metadata={
+                "payment_id": payment.pk,
+                "payment_ref": payment.reference,
+                "user_id": user.pk,
+                "pack": pack.slug,
+            },
+            idempotency_key=intent_idempotency_key(payment),
         )
     except stripe_gateway.CardDeclined as declined:
         # localstripe's decline names no intent; real Stripe's does. Either way the
@@ -136,6 +143,10 @@ def confirm_charge(user, payment_id) -> ChargeResult:
             intent.id, idempotency_key=f"payment:{payment.pk}:confirm:{intent.id}"
         )
     return apply_intent(payment, intent, source="confirm")
+
+
+def intent_idempotency_key(payment: Payment) -> str:
+    return f"payment:{payment.reference}:intent"
 
 
 # --- applying Stripe's facts -----------------------------------------------------------------

@@ -27,6 +27,8 @@ write lock for all three).
 
 from __future__ import annotations
 
+import functools
+
 from django.db import DataError, IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -211,18 +213,22 @@ RETURNING id, profile_id, balance_after
 """
 
 
+@functools.cache
+def _pg_sql() -> str:
+    return _PG_SQL.format(profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table)
+
+
 def _write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
-    sql = _PG_SQL.format(profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table)
     with connections[alias].cursor() as cursor:
-        cursor.execute(sql, {**fields, "user_id": user_id, "now": now})
+        cursor.execute(_pg_sql(), {**fields, "user_id": user_id, "now": now})
         row = cursor.fetchone()
     if row is None:
         return None
     entry_id, profile_id, balance_after = row
-    entry = LedgerEntry(id=entry_id, profile_id=profile_id, balance_after=balance_after, created_at=now, **fields)
-    entry._state.adding = False
-    entry._state.db = alias
-    return entry
+    # The stored row, built as a query would load it (from_db takes every column in order, and
+    # is much cheaper than keyword construction on this hot path).
+    values = {**fields, "id": entry_id, "profile_id": profile_id, "balance_after": balance_after, "created_at": now}
+    return LedgerEntry.from_db(alias, None, [values[f.attname] for f in LedgerEntry._meta.concrete_fields])
 
 
 def _existing_entry(fields: dict) -> LedgerEntry | None:

@@ -110,6 +110,13 @@ class Payment(models.Model):
     def __str__(self):
         return f"Payment {self.pk} ({self.get_status_display()}, {self.amount} {self.currency})"
 
+    @property
+    def reference(self) -> str:
+        """Names this payment of this installation at Stripe: ids repeat across databases (a
+        reset development database, a second environment on one Stripe account); id plus
+        creation time does not."""
+        return f"{self.pk}-{int(self.created_at.timestamp() * 1_000_000)}"
+
 
 class LedgerEntryQuerySet(models.QuerySet):
     def update(self, **kwargs):

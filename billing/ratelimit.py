@@ -73,6 +73,14 @@ def hit(bucket: str, *, limit: int, period: int, now: float | None = None) -> tu
     return hits <= limit, retry_after
 
 
+def _in_words(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    if seconds < 2 * 3600:
+        return f"about {math.ceil(seconds / 60)} minutes"
+    return f"about {math.ceil(seconds / 3600)} hours"
+
+
 def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
     """Limit each signed-in user's POSTs to the view, per `scope` (views sharing a scope share
     the budget). Anonymous requests and other methods pass through: the view answers them
@@ -92,7 +100,7 @@ def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
                 return view(request, *args, **kwargs)
             response = JsonResponse(
                 {
-                    "error": f"Too many payment attempts. Please wait {retry_after} seconds and try again.",
+                    "error": f"Too many payment attempts. Please wait {_in_words(retry_after)} and try again.",
                     "retry_after": retry_after,
                 },
                 status=HTTPStatus.TOO_MANY_REQUESTS,

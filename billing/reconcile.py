@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 Status = Payment.Status
 # An intent found by metadata is ours only if it was created around or after our payment.
 CLOCK_SKEW = timedelta(minutes=5)
+# A payment no PaymentIntent names this long after it was created never reached Stripe (the
+# request died before Stripe saw it): nothing was charged, so it is closed as failed.
+ABANDON_AFTER = timedelta(hours=1)
+NEVER_REACHED_STRIPE = "The payment never reached Stripe; no charge was made."
 
 
 class Action:
@@ -38,6 +42,7 @@ class Action:
     ATTACH = "attach"
     NONE = "none"
     UNKNOWN = "unknown"
+    ABANDON = "abandon"
     ERROR = "error"
 
 
@@ -76,8 +81,10 @@ def investigate(payment: Payment) -> Finding:
         except stripe_gateway.InvalidPaymentRequest as exc:
             return Finding(payment, Action.ERROR, None, f"Stripe refused to show the intent: {exc.user_message}")
     else:
-        intent, note = _find_lost_intent(payment)
+        intent, note, named = _find_lost_intent(payment)
         if intent is None:
+            if not named and payment.created_at < timezone.now() - ABANDON_AFTER:
+                return Finding(payment, Action.ABANDON, None, "no PaymentIntent names it after an hour: closing it")
             return Finding(payment, Action.UNKNOWN, None, note)
     return Finding(payment, _decide(payment, intent), intent, f"Stripe says {intent.status}")
 
@@ -100,6 +107,8 @@ def settle(finding: Finding) -> Finding:
             fulfilment.mark_requires_action(payment, intent_id=intent.id)
         elif action == Action.ATTACH:
             fulfilment.attach_intent(payment, intent_id=intent.id)
+        elif action == Action.ABANDON:
+            fulfilment.fail_payment(payment, message=NEVER_REACHED_STRIPE)
     except fulfilment.PaymentMismatch as exc:
         logger.error("reconcile: %s", exc)
         return Finding(payment, Action.ERROR, intent, f"does not match Stripe: {exc}")
@@ -121,14 +130,20 @@ def _decide(payment: Payment, intent: stripe_gateway.Intent) -> str:
     return Action.ATTACH if not payment.stripe_payment_intent_id else Action.NONE
 
 
-def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, str]:
-    """The intent created for a payment whose id we never stored, found by its metadata."""
+def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, str, bool]:
+    """The intent created for a payment whose id we never stored, found by its metadata.
+
+    Returns (intent or None, note, whether any intent named the payment id at all).
+    """
     found = stripe_gateway.find_payment_intents(metadata_key="payment_id", metadata_value=str(payment.pk))
     earliest = int((payment.created_at - CLOCK_SKEW).timestamp())
+    reference = payment.reference
     ours = [
         intent
         for intent in found
-        if intent.metadata.get("user_id") == str(payment.user_id)
+        # Intents made before payment_ref existed carry only payment_id and user_id.
+        if intent.metadata.get("payment_ref", reference) == reference
+        and intent.metadata.get("user_id") == str(payment.user_id)
         and intent.amount == payment.amount
         and intent.currency == payment.currency
         and (intent.created is None or intent.created >= earliest)
@@ -136,8 +151,8 @@ def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, s
     if not ours:
         note = "no PaymentIntent at Stripe names this payment (the charge may never have reached Stripe)"
         if found:
-            note = f"{len(found)} PaymentIntent(s) name this payment id but not its user, amount or time"
-        return None, note
+            note = f"{len(found)} PaymentIntent(s) name this payment id but not its reference, user, amount or time"
+        return None, note, bool(found)
     succeeded = [intent for intent in ours if intent.status == "succeeded"]
     if len(succeeded) > 1:
         logger.error(
@@ -147,4 +162,4 @@ def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, s
             ", ".join(i.id for i in succeeded),
         )
     newest_first = sorted(ours, key=lambda i: i.created or 0, reverse=True)
-    return (succeeded or newest_first)[0], ""
+    return (succeeded or newest_first)[0], "", True

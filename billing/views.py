@@ -1,10 +1,12 @@
 import json
+import logging
 from functools import wraps
 from http import HTTPStatus
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.shortcuts import render
 
@@ -13,6 +15,8 @@ from billing.exceptions import BillingError
 from billing.fulfilment import PaymentMismatch
 from billing.ledger import get_balance
 from billing.ratelimit import rate_limited
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
@@ -48,12 +52,19 @@ ERROR_STATUS = (
 )
 
 
+DATABASE_UNAVAILABLE = (
+    "We could not record your payment just now. If your card was charged, the credits will be added "
+    "automatically within a few minutes; reload the page to check before trying again."
+)
+
+
 class BadJSON(BillingError):
     """The request body is not a small JSON object."""
 
 
 def json_post_endpoint(view):
-    """POST only (405), signed in (401), BillingErrors answered as JSON with their status.
+    """POST only (405), signed in (401), BillingErrors answered as JSON with their status, and
+    a lost database connection answered 503 JSON rather than Django's HTML 500 page.
 
     CSRF stays with Django's middleware, which runs before this and answers 403.
     """
@@ -70,6 +81,12 @@ def json_post_endpoint(view):
             return view(request, *args, **kwargs)
         except BillingError as exc:
             return error_response(exc)
+        except (OperationalError, InterfaceError):
+            # The database went away mid-request, possibly after Stripe accepted the charge. The
+            # payment row was committed before the Stripe call and Stripe's metadata names it, so
+            # the webhook or reconcile_payments settles it; the page needs a sentence it can show.
+            logger.exception("database unavailable during %s", request.path)
+            return JsonResponse({"error": DATABASE_UNAVAILABLE}, status=HTTPStatus.SERVICE_UNAVAILABLE)
 
     return wrapper
 

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from http import HTTPStatus
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.http import JsonResponse
 from django.utils import timezone
@@ -79,6 +80,9 @@ def stripe_webhook(request):
     if _malformed(event):
         return _error("Invalid payload.", HTTPStatus.BAD_REQUEST)
 
+    status = final_status(event["id"])
+    if status is not None:
+        return JsonResponse({"received": True, "status": status, "duplicate": True})
     record, duplicate = receive_event(event)
     if record.status == Status.FAILED:
         # The details are in the admin; Stripe only needs to know it should try again.
@@ -111,8 +115,9 @@ def _malformed(event) -> bool:
 
 def _storable(event: dict) -> bool:
     """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates, which JSON
-    escapes can carry ("\\u0000", "\\ud800"); Stripe never sends them, so such a body is refused
-    (400) rather than failing, unrecorded, inside the database. Iterative: the body may nest deep."""
+    escapes can carry ("\\u0000", "\\ud800"), nor the NaN/Infinity that Python's JSON parser
+    accepts; Stripe never sends them, so such a body is refused (400) rather than failing,
+    unrecorded, inside the database. Iterative: the body may nest deep."""
     pending = [event]
     while pending:
         value = pending.pop()
@@ -121,6 +126,8 @@ def _storable(event: dict) -> bool:
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return False
         elif isinstance(value, str):
             if "\x00" in value:
                 return False
@@ -132,6 +139,24 @@ def _storable(event: dict) -> bool:
 
 
 # --- storing and running events -------------------------------------------------------------
+
+
+def final_status(event_id: str) -> str | None:
+    """The stored outcome ("processed" or "ignored") of an event already finished, else None.
+
+    A redelivery of a finished event is answered from this one indexed read, outside any
+    transaction: those two states are final (nothing moves an event out of them), so the answer
+    is the one the locking path in `receive_event` would give, without its transaction, failed
+    insert and row lock. New, failed and in-flight events (None here) take that path. Plain SQL
+    because this is the whole cost of a duplicate: the ORM's query building and model
+    construction tripled it (docs/BENCHMARKS.md).
+    """
+    alias = router.db_for_write(StripeEvent)
+    table = connections[alias].ops.quote_name(StripeEvent._meta.db_table)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"SELECT status FROM {table} WHERE event_id = %s", [event_id])  # noqa: S608 - model table name
+        row = cursor.fetchone()
+    return row[0] if row is not None and row[0] in DONE else None
 
 
 def receive_event(event: dict) -> tuple[StripeEvent, bool]:
@@ -279,6 +304,11 @@ def _find_payment(*, intent_id: str | None, metadata) -> Payment:
     payment = None
     if payment_id is not None:
         payment = Payment.objects.filter(pk=payment_id).first()
+        reference = metadata.get("payment_ref")
+        if payment is not None and isinstance(reference, str) and reference != payment.reference:
+            # Same payment id, another installation (a second environment on this Stripe
+            # account, or a database reset): Stripe sends every endpoint every event.
+            raise NotOurs(f"PaymentIntent {intent_id} is for payment {reference} of another installation")
     if payment is None and intent_id:
         payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first()
     if payment is None:

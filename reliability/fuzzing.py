@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, settings
 
 # (CI, full) examples per target; the full column adds up to more than 10,000.
 BUDGET = {
-    "charge": (60, 2200),
-    "api_stripe": (30, 1000),
-    "confirm": (30, 1200),
-    "webhook_signed": (60, 2500),
+    "charge": (60, 2500),
+    "api_stripe": (30, 1200),
+    "confirm": (30, 1300),
+    "webhook_signed": (60, 3000),
     "webhook_unsigned": (20, 800),
-    "adjust_credits": (40, 1500),
-    "show_credits": (20, 500),
+    "adjust_credits": (40, 1800),
+    "show_credits": (20, 600),
     "reconcile_payments": (15, 300),
 }
 

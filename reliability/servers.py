@@ -118,9 +118,13 @@ class AppServer:
 def server_env(database_url: str, stripe_base: str, **extra: str) -> dict:
     """The environment an app server runs with: production settings (DEBUG off) on the scenario's
     database, pointed at the given Stripe."""
+    from django.conf import settings
+
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")}
     env.update(
         DJANGO_SETTINGS_MODULE="reliability.settings",
+        # The scenario signs its users' sessions in with this process's key: the servers must share it.
+        SECRET_KEY=settings.SECRET_KEY,
         DATABASE_URL=database_url,
         STRIPE_API_BASE=stripe_base,
         STRIPE_JS_URL=f"{stripe_base}/js.stripe.com/v3/",

@@ -42,6 +42,10 @@ from reliability.servers import (
 
 VISA, THREE_D_SECURE, DECLINED = "4242424242424242", "4000002500003155", "4000000000000341"
 COPIES = 5
+# The servers' per-user charge limit: the default 10 per window, over an hour so that the burst
+# below cannot straddle two windows; each buyer makes at most 5 payments.
+RATE_LIMIT = (10, 3600)
+BURST = 16
 EVENT_TYPES = ("payment_intent.succeeded", "payment_intent.payment_failed")
 
 
@@ -78,7 +82,7 @@ def run(size: Size) -> dict:
 
     stripe = LocalStripe()
     logs = Path(tempfile.mkdtemp(prefix="rel_servers_"))
-    env = server_env(url, stripe.base)
+    env = server_env(url, stripe.base, BILLING_CHARGE_RATE_LIMIT=f"{RATE_LIMIT[0]}/{RATE_LIMIT[1]}")
     servers = [
         AppServer(name, free_port(), sizes["workers"], env, logs / f"{name}.log") for name in ("server-a", "server-b")
     ]
@@ -86,8 +90,10 @@ def run(size: Size) -> dict:
         for server in servers:
             server.start()
         browsers = signed_in_browsers([f"buyer{i}@example.com" for i in range(sizes["users"])])
+        hammer = signed_in_browsers(["card-tester@example.com"])[0]
         connection.close()
         result = _traffic(sizes, servers, stripe, browsers)
+        result["rate_limit"] = _burst(servers, hammer)
     finally:
         for server in servers:
             server.stop()
@@ -96,10 +102,14 @@ def run(size: Size) -> dict:
     secrets_to_find = {
         "STRIPE_SECRET_KEY": STRIPE_KEY,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "SECRET_KEY": env.get("SECRET_KEY") or "reliability-only-secret-key-for-a-throwaway-database",
+        "SECRET_KEY": env["SECRET_KEY"],
     }
     result["logs"] = {server.name: scan_logs(server.log_text(), secrets_to_find) for server in servers}
     verdicts = result["verdicts"]
+    limit = result["rate_limit"]
+    verdicts[f"one user's {BURST} charges at once across both servers: exactly {RATE_LIMIT[0]} let through"] = (
+        limit["let_through"] == RATE_LIMIT[0] and limit["limited"] == BURST - RATE_LIMIT[0] and limit["other"] == 0
+    )
     verdicts["both servers served traffic"] = all(result["requests_per_server"].get(s.name, 0) > 0 for s in servers)
     verdicts["no traceback and no secret in the servers' logs"] = all(
         not v["tracebacks"] and not v["secrets_found"] for v in result["logs"].values()
@@ -112,6 +122,7 @@ def run(size: Size) -> dict:
         "users": sizes["users"],
         "concurrent clients": sizes["clients"],
         "copies of each webhook event": COPIES,
+        "charge limit per user": f"{RATE_LIMIT[0]} per {RATE_LIMIT[1]} s",
     }
     result["scenario"] = "Two app servers, one database"
     return result
@@ -200,6 +211,25 @@ def _traffic(sizes, servers, stripe: LocalStripe, browsers) -> dict:
             f"HTTP {k[0]} {k[1]} duplicate={k[2]}": n for k, n in sorted(webhook_answers.items(), key=str)
         },
         "client_errors": errors[:10],
+    }
+
+
+def _burst(servers, browser) -> dict:
+    """One user fires BURST charge attempts at once, alternating servers: the limit is one
+    budget in the shared database, so exactly the limit gets through, whichever server answers."""
+    body = {"pack": "starter", "payment_method": "not-a-card"}  # refused before Stripe: 400 when let through
+    with ThreadPoolExecutor(BURST) as pool:
+        answers = list(
+            pool.map(lambda i: browser.post_json(f"{servers[i % 2].url}/billing/charge/", body), range(BURST))
+        )
+    statuses = Counter(a.status for a in answers)
+    limited = [a for a in answers if a.status == 429]
+    return {
+        "attempts": BURST,
+        "let_through": statuses.get(400, 0),
+        "limited": len(limited),
+        "other": BURST - statuses.get(400, 0) - len(limited),
+        "limited_answer": limited[0].body if limited else None,
     }
 
 

@@ -77,7 +77,12 @@ def test_success_credits_the_pack_in_the_same_request(localstripe, signed_in_cli
     # Stripe charged the pack's price and can name our payment.
     intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
     assert (intent.status, intent.amount, intent.currency) == ("succeeded", 500, "usd")
-    assert intent.metadata == {"payment_id": str(payment.pk), "user_id": str(user.pk), "pack": "starter"}
+    assert intent.metadata == {
+        "payment_id": str(payment.pk),
+        "payment_ref": payment.reference,
+        "user_id": str(user.pk),
+        "pack": "starter",
+    }
 
 
 def test_client_cannot_name_the_price(localstripe, signed_in_client, user):

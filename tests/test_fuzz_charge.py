@@ -103,13 +103,14 @@ def parse(body: bytes):
 def check_answer(target, response, before, user, body, *, pm_field, names_pack, success_shape):
     """The properties every charge-like answer must have."""
     status = response.status_code
-    fuzzing.record(target, status)
     assert status < 500, (status, body[:200], response.content[:300])
     assert status in (HTTPStatus.OK, HTTPStatus.BAD_REQUEST, HTTPStatus.PAYMENT_REQUIRED), (status, body[:200])
     answer = response.json()
     after = fuzzing.money_state()
     sent = parse(body)
     new_payments = [row for row in after["payment_rows"] if row not in before["payment_rows"]]
+    refused_by = "" if status == HTTPStatus.OK else " by Stripe" if new_payments else " before Stripe"
+    fuzzing.record(target, f"{status}{refused_by}")
     if status == HTTPStatus.OK:
         success_shape(answer)
         assert ledger.get_balance(user) == before["balances"][user.pk] + 5

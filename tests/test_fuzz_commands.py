@@ -12,17 +12,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing import ledger
-from billing.models import LedgerEntry
+from billing.models import CreditPack, LedgerEntry, Payment
 from reliability import fuzzing
-from tests import stripe_events as events
 
 TEXT = st.text(max_size=60)
+VALID_EMAILS = st.sampled_from(["alice@example.com", "ALICE@example.com", " alice@example.com ", "bob@example.com"])
 EMAILS = st.one_of(
-    st.sampled_from(["alice@example.com", "ALICE@example.com", " alice@example.com ", "bob@example.com", ""]),
+    VALID_EMAILS,
+    VALID_EMAILS,
+    VALID_EMAILS,
     st.sampled_from(["nobody@example.com", "alice@example.com\x00", "-alice@example.com", "alice", "%", "*"]),
     TEXT,
 )
 NUMBERS = st.one_of(
+    st.integers(min_value=-20, max_value=20).map(str),
+    st.integers(min_value=-20, max_value=20).map(str),
     st.integers(min_value=-20, max_value=20).map(str),
     st.integers().map(str),
     st.sampled_from(["0", "-0", "+5", " 5 ", "5_000", "1e3", "1.5", "0x10", "٣", "", "-", "NaN", "inf"]),
@@ -30,7 +34,10 @@ NUMBERS = st.one_of(
     TEXT,
 )
 REASONS = st.one_of(
-    st.sampled_from(["goodwill", " ", "", "a" * 300, "line\nbreak", "nul\x00byte", "-x", "--reason"]), TEXT
+    st.just("goodwill"),
+    st.just("goodwill"),
+    st.sampled_from(["goodwill", " ", "", "a" * 300, "line\nbreak", "nul\x00byte", "-x", "--reason"]),
+    TEXT,
 )
 
 
@@ -94,15 +101,23 @@ def test_fuzz_show_credits(people, email, limit):
 
 @pytest.fixture
 def unsettled(people, localstripe):
-    """A payment reconcile cannot settle (Stripe never heard of it): every run leaves it alone."""
-    return events.make_payment(people)
+    """A payment reconcile cannot settle (it never reached Stripe: no intent names it), so every
+    run, real or dry, leaves it alone."""
+    # An odd price: the session's localstripe holds other tests' intents, whose metadata can name
+    # the same (reused) payment and user ids; reconcile matches a lost intent on the price too.
+    pack = CreditPack.objects.create(slug="odd", name="Odd", credits=3, amount=777, currency="usd")
+    return Payment.objects.create(user=people, pack=pack, credits=3, amount=777, currency="usd", status="pending")
 
 
 @fuzzing.fuzz_settings("reconcile_payments")
 @given(
     since=st.one_of(st.none(), NUMBERS),
     dry_run=st.booleans(),
-    extra=st.lists(st.one_of(TEXT, st.sampled_from(["--since-days", "--dry-run", "-v", "3"])), max_size=2),
+    extra=st.one_of(
+        st.just([]),
+        st.just([]),
+        st.lists(st.one_of(TEXT, st.sampled_from(["--since-days", "--dry-run", "-v", "3"])), min_size=1, max_size=2),
+    ),
 )
 def test_fuzz_reconcile_and_audit(unsettled, since, dry_run, extra):
     before = fuzzing.money_state()
@@ -112,5 +127,6 @@ def test_fuzz_reconcile_and_audit(unsettled, since, dry_run, extra):
     fuzzing.record("reconcile_payments", outcome)
     assert fuzzing.money_state() == before
     audit, output = run("audit_credits", *extra)
-    assert audit == ("ok" if not extra else audit), output
+    if not extra:
+        assert audit == "ok", output
     assert fuzzing.money_state() == before

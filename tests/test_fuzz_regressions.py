@@ -6,7 +6,10 @@ in CI draw only a few hundred inputs and may not meet these again):
   and on SQLite silently stored a ten-billion-credit balance;
 - a NUL character in a reason or an email, or in a signed webhook body ("\\u0000"), reached
   PostgreSQL, which refuses it: a crash (and the webhook's failure could not even be recorded);
-- show_credits --limit 2**63 overflowed the database's LIMIT.
+- show_credits --limit 2**63 overflowed the database's LIMIT;
+- a signed webhook body with NaN or Infinity (which Python's JSON parser accepts) crashed on
+  PostgreSQL's jsonb;
+- adjust_credits cut a reason longer than 255 characters short without a word.
 
 Each now ends in a clear refusal that changes nothing."""
 
@@ -97,6 +100,7 @@ def test_the_ledger_refuses_what_postgresql_cannot_store(user, reason, key):
         (["alice@example.com", str(-(2**63)), "--reason", "typo"], "at most 1,000,000,000"),
         (["alice@example.com", "5", "--reason", "nul\x00byte"], "NUL"),
         (["alice@example.com\x00", "5", "--reason", "ok"], "no user with email"),
+        (["alice@example.com", "5", "--reason", "a" * 256], "at most 255 characters"),
     ],
 )
 def test_adjust_credits_refuses_clearly(user, args, message):
@@ -163,7 +167,7 @@ def test_the_admin_adjust_form_past_the_databases_integer_shows_an_error(admin_c
 
 @pytest.mark.parametrize(
     "where",
-    ["event id", "event type", "deep in the object", "a key", "a lone surrogate"],
+    ["event id", "event type", "deep in the object", "a key", "a lone surrogate", "NaN", "Infinity", "-Infinity"],
 )
 def test_a_signed_event_postgresql_cannot_store_is_refused_not_a_crash(client, user, where):
     payment = events.make_payment(user)
@@ -176,8 +180,10 @@ def test_a_signed_event_postgresql_cannot_store_is_refused_not_a_crash(client, u
         event["data"]["object"]["metadata"]["note"] = "a\x00b"
     elif where == "a key":
         event["data"]["object"]["\x00"] = 1
-    else:
+    elif where == "a lone surrogate":
         event["data"]["object"]["description"] = "\ud800"
+    else:  # Python's JSON parser reads these tokens; PostgreSQL's jsonb refuses them
+        event["data"]["object"]["charge"] = float(where.lower().replace("infinity", "inf"))
     before = fuzzing.money_state()
     response = signed_post(client, json.dumps(event).encode())
     assert response.status_code == HTTPStatus.BAD_REQUEST, response.content

@@ -1,14 +1,19 @@
 """/billing/ and /api/current_user make a small, fixed number of queries, whatever the ledger's
-size (issue 5; docs/BENCHMARKS.md measures their latency at a million entries)."""
+size, and a redelivered webhook costs one (issue 5; docs/BENCHMARKS.md measures the latency)."""
 
+import hashlib
+import hmac
+import json
+import time
 from http import HTTPStatus
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing import ledger
-from billing.models import CreditPack, Payment
+from billing.models import CreditPack, Payment, StripeEvent
 
 MAX_QUERIES = 6
 
@@ -69,3 +74,25 @@ def test_ledger_pages_go_back_in_time_without_counting(signed_in_client, user):
     assert past_the_end.content.count(b'class="kind kind-') == 25  # back to the newest page
     for junk in ("0", "-1", "abc"):
         assert signed_in_client.get(f"/billing/?page={junk}").status_code == HTTPStatus.OK
+
+
+def signed_event(event_id: str) -> tuple[bytes, str]:
+    body = json.dumps(
+        {"id": event_id, "object": "event", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
+    ).encode()
+    timestamp = int(time.time())
+    signature = hmac.new(
+        settings.STRIPE_WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return body, f"t={timestamp},v1={signature}"
+
+
+def test_a_redelivered_finished_webhook_is_answered_from_one_query(client, db):
+    body, signature = signed_event("evt_query_count")
+    first = client.post("/billing/webhook/", body, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature)
+    assert first.json() == {"received": True, "status": "ignored", "duplicate": False}
+    with CaptureQueriesContext(connection) as queries:
+        again = client.post("/billing/webhook/", body, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature)
+    assert again.json() == {"received": True, "status": "ignored", "duplicate": True}
+    assert len(queries) == 1  # no transaction, no insert, no lock
+    assert StripeEvent.objects.filter(event_id="evt_query_count").count() == 1

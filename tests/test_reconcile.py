@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from billing import fulfilment, ledger, stripe_gateway
+from billing.charges import intent_idempotency_key
 from billing.models import CreditPack, LedgerEntry, Payment
 from scripts import localstripe_server
 from tests.stripe_helpers import DECLINED, THREE_D_SECURE, VISA, card, complete_3ds, post_json
@@ -48,8 +49,13 @@ def intent_for(payment, number=VISA) -> stripe_gateway.Intent:
         amount=payment.amount,
         currency=payment.currency,
         payment_method=card(number),
-        metadata={"payment_id": payment.pk, "user_id": payment.user_id, "pack": payment.pack.slug},
-        idempotency_key=f"payment:{payment.pk}:intent",
+        metadata={
+            "payment_id": payment.pk,
+            "payment_ref": payment.reference,
+            "user_id": payment.user_id,
+            "pack": payment.pack.slug,
+        },
+        idempotency_key=intent_idempotency_key(payment),
     )
 
 
@@ -169,10 +175,57 @@ def test_an_intent_naming_the_payment_for_another_user_is_not_ours(stripe, user,
         metadata={"payment_id": payment.pk, "user_id": other_user.pk},
         idempotency_key="stale",
     )
-    assert "unknown, left as it is: 1 PaymentIntent(s) name this payment id but not its user" in reconcile()
+    assert "unknown, left as it is: 1 PaymentIntent(s) name this payment id but not its reference" in reconcile()
     payment.refresh_from_db()
     assert payment.status == Payment.Status.PENDING
     assert ledger.get_balance(user) == 0
+
+
+def test_an_intent_from_another_installation_with_the_same_ids_is_not_ours(stripe, user, pack):
+    """A reset database (or a second environment on one Stripe account) reuses payment and user
+    ids; the payment reference (id plus creation time) tells them apart."""
+    payment = new_payment(user, pack)
+    stripe_gateway.create_payment_intent(
+        amount=500,
+        currency="usd",
+        payment_method="pm_card_visa",
+        metadata={"payment_id": payment.pk, "payment_ref": f"{payment.pk}-1", "user_id": user.pk},
+        idempotency_key="other-installation",
+    )
+    out = reconcile()
+    assert "unknown, left as it is" in out
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
+    assert ledger.get_balance(user) == 0
+
+
+def test_a_payment_no_intent_names_after_an_hour_is_closed_as_failed(stripe, user, pack):
+    payment = new_payment(user, pack)
+    Payment.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(hours=2))
+
+    out = reconcile()
+
+    assert "closed as failed: it never reached Stripe" in out
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.FAILED
+    assert payment.failure_message == "The payment never reached Stripe; no charge was made."
+    assert ledger.get_balance(user) == 0
+    assert "Checked 0 payment(s)" in reconcile()  # closed: not checked again
+
+
+def test_an_hour_old_payment_some_intent_names_is_not_closed(stripe, user, pack, other_user):
+    payment = new_payment(user, pack)
+    Payment.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    stripe_gateway.create_payment_intent(
+        amount=500,
+        currency="usd",
+        payment_method="pm_card_visa",
+        metadata={"payment_id": payment.pk, "user_id": other_user.pk},
+        idempotency_key="ambiguous",
+    )
+    assert "unknown, left as it is" in reconcile()
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
 
 
 # --- options and failures ------------------------------------------------------------------
@@ -194,8 +247,9 @@ def test_dry_run_changes_nothing(stripe, user, pack):
 
 def test_since_days_limits_the_window(stripe, user, pack):
     payment = new_payment(user, pack)
-    intent_for(payment)
     Payment.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(days=5))
+    payment.refresh_from_db()
+    intent_for(payment)
 
     assert "Checked 0 payment(s) from the last 3 day(s)" in reconcile()
     assert ledger.get_balance(user) == 0

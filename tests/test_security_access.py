@@ -409,3 +409,41 @@ def test_a_replayed_webhook_delivery_changes_nothing(db, data, client, people, s
     assert client.post("/billing/webhook/", body, content_type="application/json", **old).status_code == BAD
     assert ledger.get_balance(people["owner"]) == balance
     assert LedgerEntry.objects.filter(payment=payment_unpaid).count() == 1
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["wrong secret", "tampered body", "stale timestamp", "no header", "garbled header", "signature of another body"],
+)
+def test_the_webhook_door_refuses_what_stripe_did_not_sign(db, data, client, people, settings, how):
+    payment = Payment.objects.create(
+        user=people["owner"], pack=data["payment"].pack, credits=5, amount=500, currency="usd", status="pending"
+    )
+    intent = {
+        "id": "pi_door",
+        "object": "payment_intent",
+        "amount": 500,
+        "currency": "usd",
+        "status": "succeeded",
+        "metadata": {"payment_id": str(payment.pk)},
+    }
+    body = json.dumps(
+        {"id": f"evt_door_{how}", "type": "payment_intent.succeeded", "data": {"object": intent}}
+    ).encode()
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    headers = {
+        "wrong secret": signed_headers(body, "whsec_not_ours"),
+        "tampered body": signed_headers(body, secret),
+        "stale timestamp": signed_headers(body, secret, timestamp=int(time.time()) - 301),
+        "no header": {},
+        "garbled header": {"HTTP_STRIPE_SIGNATURE": "t=abc,v1=zz"},
+        "signature of another body": signed_headers(b'{"id": "evt_other"}', secret),
+    }[how]
+    if how == "tampered body":
+        body = body.replace(b'"amount": 500', b'"amount": 5')
+    before = state()
+    response = client.post("/billing/webhook/", body, content_type="application/json", **headers)
+    assert response.status_code == BAD
+    assert response.json() == {"error": "Invalid signature."}
+    assert state() == before
+    assert not StripeEvent.objects.filter(event_id__startswith="evt_door").exists()

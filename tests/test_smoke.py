@@ -17,3 +17,15 @@ def test_billing_page(signed_in_client):
     response = signed_in_client.get("/billing/")
     assert response.status_code == HTTPStatus.OK
     assert b"Starter" in response.content
+
+
+def test_billing_page_explains_a_failed_payment(signed_in_client, user):
+    from billing.models import CreditPack, Payment
+
+    pack = CreditPack.objects.get(slug="starter")
+    Payment.objects.create(
+        user=user, pack=pack, credits=5, amount=500, currency="usd", status="failed", failure_message="Card declined."
+    )
+    response = signed_in_client.get("/billing/")
+    assert b"Failed" in response.content
+    assert b"Card declined." in response.content

@@ -597,3 +597,27 @@ def test_redeliveries_of_a_failed_event_from_many_processes_run_it_once(make_use
 def _signed(event):
     body = events.body_of(event)
     return body, events.sign(body)
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_the_payment_reference_tells_this_installation_from_another(client, user, matches):
+    """Stripe sends every endpoint of an account every event: a second environment (or a reset
+    database) has its own payment with the same id. Its events must never credit ours, even
+    before ours has learnt its own PaymentIntent id."""
+    payment = events.make_payment(user)
+    event = events.intent_succeeded(payment)
+    Payment.objects.filter(pk=payment.pk).update(stripe_payment_intent_id=None)
+    payment.refresh_from_db()
+    event["data"]["object"]["metadata"]["payment_ref"] = payment.reference if matches else f"{payment.pk}-1"
+
+    response = events.post(client, event)
+
+    assert response.status_code == HTTPStatus.OK
+    payment.refresh_from_db()
+    if matches:
+        assert payment.status == Payment.Status.SUCCEEDED
+        assert ledger.get_balance(user) == 5
+    else:
+        assert response.json()["status"] == "ignored"
+        assert (payment.status, payment.stripe_payment_intent_id) == (Payment.Status.PENDING, None)
+        assert not LedgerEntry.objects.exists()

@@ -5,6 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from billing.exceptions import InsufficientCredits
 from billing.ledger import adjust_credits
+from billing.models import LedgerEntry
+
+MAX_REASON = LedgerEntry._meta.get_field("reason").max_length
 
 
 class Command(BaseCommand):
@@ -22,6 +25,8 @@ class Command(BaseCommand):
         reason = (reason or "").strip()
         if not reason:
             raise CommandError("--reason must not be blank")
+        if len(reason) > MAX_REASON:  # as the admin form does: the ledger would cut it short silently
+            raise CommandError(f"--reason must be at most {MAX_REASON} characters, got {len(reason)}")
         user = find_user(email)
         actor_user = None
         if actor:

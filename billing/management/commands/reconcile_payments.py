@@ -17,12 +17,14 @@ DONE = {
     Action.FAIL: "marked failed",
     Action.AWAIT_ACTION: "marked as waiting for 3-D Secure",
     Action.ATTACH: "intent recorded; Stripe has not decided yet",
+    Action.ABANDON: "closed as failed: it never reached Stripe",
 }
 WOULD = {
     Action.CREDIT: "would credit {credits} credits",
     Action.FAIL: "would mark failed",
     Action.AWAIT_ACTION: "would mark as waiting for 3-D Secure",
     Action.ATTACH: "would record the intent; Stripe has not decided yet",
+    Action.ABANDON: "would close as failed: it never reached Stripe",
 }
 MAX_DAYS = 3650
 
@@ -63,7 +65,8 @@ class Command(BaseCommand):
         verb = "would credit" if dry_run else "credited"
         self.stdout.write(
             f"{prefix}Checked {len(findings)} payment(s) from the last {days} day(s): "
-            f"{counts.get(Action.CREDIT, 0)} {verb}, {counts.get(Action.FAIL, 0)} failed, "
+            f"{counts.get(Action.CREDIT, 0)} {verb}, "
+            f"{counts.get(Action.FAIL, 0) + counts.get(Action.ABANDON, 0)} failed, "
             f"{counts.get(Action.AWAIT_ACTION, 0)} awaiting 3-D Secure, "
             f"{counts.get(Action.ATTACH, 0)} still processing, {counts.get(Action.NONE, 0)} unchanged, "
             f"{counts.get(Action.UNKNOWN, 0)} unknown, {counts.get(Action.ERROR, 0)} error(s)."
