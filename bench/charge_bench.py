@@ -125,8 +125,9 @@ def run(plan: Plan, base_url: str, stripe_base: str, log) -> dict:
 
 
 def _reset_localstripe(base: str) -> None:
-    request = urllib.request.Request(f"{base}/_config/data", method="DELETE")
-    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the loopback localstripe we started
+    # The loopback localstripe this bench started.
+    request = urllib.request.Request(f"{base}/_config/data", method="DELETE")  # noqa: S310
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
 
 
 def _post_charge(url, body: bytes, session: str, csrf: str, settings) -> tuple[int, dict]:

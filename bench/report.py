@@ -114,7 +114,7 @@ def _document(report: dict, chart: str | None) -> str:
         f"{report['started']}, in {report.get('seconds', 0):.0f} s. Every figure is the median over the runs, "
         "with the spread (slowest–fastest run) in brackets; each ratio is taken within a run, against the "
         "baseline measured in that same run, then summarised the same way. Re-run with `make bench` "
-        "(about 15 minutes); the harness is in `bench/` (see `python -m bench --help`).",
+        "(about 10 minutes); the harness is in `bench/` (see `python -m bench --help`).",
         "",
         "## Machine and versions",
         "",
@@ -137,6 +137,12 @@ def _document(report: dict, chart: str | None) -> str:
         lines += ["## Targets", "", "| What | Target | Measured | Met |", "| --- | --- | --- | --- |"]
         lines += [f"| {w} | {g} | {m} | {'yes' if ok else 'NO'} |" for w, g, m, ok in rows]
         lines += [""]
+        if any(ok is False for *_, ok in rows) and NOTES.exists():
+            lines += [
+                'Targets marked NO are explained, with what was changed and measured, in "What was changed '
+                'for these figures, and what limits them" at the end.',
+                "",
+            ]
     if "ledger" in report["parts"]:
         lines += _ledger_section(report["parts"]["ledger"], chart)
     if "webhook" in report["parts"]:
@@ -164,13 +170,13 @@ def _ledger_section(ledger: dict, chart: str | None) -> list[str]:
         "",
         "Operations per second, all processes together:",
         "",
-        "| Operation | Target | Procs | app | baseline | app / baseline | baseline_prepared / baseline "
+        "| Operation | Profiles | Procs | app | baseline | app / baseline | baseline_prepared / baseline "
         "| orm_naive / baseline |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     configs = sorted({config for config, _ in ledger["throughput"]}, key=_config_key)
     for config in configs:
-        cells = [config.op, config.target, str(config.procs)]
+        cells = [config.op, "1,000 (spread)" if config.target == "spread" else "1 (hot)", str(config.procs)]
         for impl in ("app", "baseline"):
             cells.append(fmt_figure(ledger["throughput"][(config, impl)]))
         for impl in ("app", "baseline_prepared", "orm_naive"):

@@ -45,9 +45,11 @@ class Figure:
 
 
 def fmt(value: float, unit: str = "") -> str:
-    """A compact human number: 3 significant figures, thousands separated."""
+    """A compact human number: 3 significant figures, thousands separated; ratios as 0.95x."""
     if value != value:  # NaN
         return "n/a"
+    if unit == "x":
+        return f"{value:.2f}x"
     magnitude = abs(value)
     if magnitude >= 100:
         text = f"{value:,.0f}"
@@ -66,4 +68,5 @@ def fmt_figure(figure: Figure) -> str:
         return "not measured"
     if len(figure.runs) == 1:
         return fmt(figure.median, figure.unit)
-    return f"{fmt(figure.median, figure.unit)} ({fmt(figure.low)}–{fmt(figure.high)})"
+    unit = "x" if figure.unit == "x" else ""
+    return f"{fmt(figure.median, figure.unit)} ({fmt(figure.low, unit)}–{fmt(figure.high, unit)})"

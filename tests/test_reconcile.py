@@ -59,6 +59,13 @@ def intent_for(payment, number=VISA) -> stripe_gateway.Intent:
     )
 
 
+def foreign_intent(metadata: dict) -> stripe_gateway.Intent:
+    """A succeeded $5 intent that names one of our payment ids but was not made for it."""
+    return stripe_gateway.create_payment_intent(
+        amount=500, currency="usd", payment_method="pm_card_visa", metadata=metadata, idempotency_key="foreign"
+    )
+
+
 def snapshot(payment):
     payment.refresh_from_db()
     return (payment.status, payment.stripe_payment_intent_id, payment.updated_at, LedgerEntry.objects.count())
@@ -168,13 +175,7 @@ def test_a_payment_stripe_never_saw_is_reported_unknown_and_left(stripe, user, p
 
 def test_an_intent_naming_the_payment_for_another_user_is_not_ours(stripe, user, other_user, pack):
     payment = new_payment(user, pack)
-    stripe_gateway.create_payment_intent(
-        amount=500,
-        currency="usd",
-        payment_method="pm_card_visa",
-        metadata={"payment_id": payment.pk, "user_id": other_user.pk},
-        idempotency_key="stale",
-    )
+    foreign_intent({"payment_id": payment.pk, "user_id": other_user.pk})
     assert "unknown, left as it is: 1 PaymentIntent(s) name this payment id but not its reference" in reconcile()
     payment.refresh_from_db()
     assert payment.status == Payment.Status.PENDING
@@ -185,13 +186,7 @@ def test_an_intent_from_another_installation_with_the_same_ids_is_not_ours(strip
     """A reset database (or a second environment on one Stripe account) reuses payment and user
     ids; the payment reference (id plus creation time) tells them apart."""
     payment = new_payment(user, pack)
-    stripe_gateway.create_payment_intent(
-        amount=500,
-        currency="usd",
-        payment_method="pm_card_visa",
-        metadata={"payment_id": payment.pk, "payment_ref": f"{payment.pk}-1", "user_id": user.pk},
-        idempotency_key="other-installation",
-    )
+    foreign_intent({"payment_id": payment.pk, "payment_ref": f"{payment.pk}-1", "user_id": user.pk})
     out = reconcile()
     assert "unknown, left as it is" in out
     payment.refresh_from_db()
@@ -216,13 +211,7 @@ def test_a_payment_no_intent_names_after_an_hour_is_closed_as_failed(stripe, use
 def test_an_hour_old_payment_some_intent_names_is_not_closed(stripe, user, pack, other_user):
     payment = new_payment(user, pack)
     Payment.objects.filter(pk=payment.pk).update(created_at=timezone.now() - timedelta(hours=2))
-    stripe_gateway.create_payment_intent(
-        amount=500,
-        currency="usd",
-        payment_method="pm_card_visa",
-        metadata={"payment_id": payment.pk, "user_id": other_user.pk},
-        idempotency_key="ambiguous",
-    )
+    foreign_intent({"payment_id": payment.pk, "user_id": other_user.pk})
     assert "unknown, left as it is" in reconcile()
     payment.refresh_from_db()
     assert payment.status == Payment.Status.PENDING
