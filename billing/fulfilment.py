@@ -183,6 +183,7 @@ def _settle_clawback(payment: Payment) -> None:
     """
     if payment.status not in CREDITED:
         return  # nothing was credited yet; fulfil_payment settles this when it credits
+    before = (payment.credits_clawed_back, payment.credits_unrecovered, payment.status)
     taken_amount = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
     target = payment.credits * taken_amount // payment.amount
     due = target - payment.credits_clawed_back - payment.credits_unrecovered
@@ -204,4 +205,5 @@ def _settle_clawback(payment: Payment) -> None:
         payment.status = Status.DISPUTED
     elif payment.amount_refunded >= payment.amount:
         payment.status = Status.REFUNDED
-    payment.save(update_fields=["credits_clawed_back", "credits_unrecovered", "status", "updated_at"])
+    if (payment.credits_clawed_back, payment.credits_unrecovered, payment.status) != before:
+        payment.save(update_fields=["credits_clawed_back", "credits_unrecovered", "status", "updated_at"])

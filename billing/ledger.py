@@ -19,8 +19,9 @@ transaction (autocommit), that statement is sent alone, without BEGIN/COMMIT: a 
 is its own transaction in PostgreSQL, all or nothing (a failed INSERT undoes its UPDATE), committed
 before it returns. That saves two more round trips and, on a hot profile, releases the row lock
 as soon as the statement commits instead of a round trip later. Inside a caller's transaction it
-runs under a savepoint, so a lost idempotency race leaves the caller's transaction usable.
-docs/BENCHMARKS.md has the figures. Other databases (SQLite) take the portable ORM path: an F()
+runs under a savepoint, so a lost idempotency race leaves the caller's transaction usable. The
+statement is prepared once per connection (BILLING_LEDGER_PREPARED_STATEMENTS), so PostgreSQL
+does not parse and plan the CTE on every call. docs/BENCHMARKS.md has the figures. Other databases (SQLite) take the portable ORM path: an F()
 update, a read-back, and an insert, in one transaction (SQLite's IMMEDIATE transactions hold the
 write lock for all three).
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import functools
 
+from django.conf import settings
 from django.db import DataError, IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -218,10 +220,35 @@ def _pg_sql() -> str:
     return _PG_SQL.format(profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table)
 
 
+_PREPARE_ONLY_ON_REQUEST = 2**31 - 1
+
+
 def _write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
-    with connections[alias].cursor() as cursor:
-        cursor.execute(_pg_sql(), {**fields, "user_id": user_id, "now": now})
-        row = cursor.fetchone()
+    connection = connections[alias]
+    params = {**fields, "user_id": user_id, "now": now}
+    if settings.BILLING_LEDGER_PREPARED_STATEMENTS and not connection.queries_logged:
+        # A server-side prepared statement: PostgreSQL parses and plans the CTE once per
+        # connection instead of on every call, the largest cost left once the round trips are
+        # gone (docs/BENCHMARKS.md). Django's cursor binds parameters client-side and cannot
+        # prepare, so this one statement goes through psycopg directly, inside Django's error
+        # translation (an IntegrityError stays django.db.IntegrityError). When queries are being
+        # logged (DEBUG, assertNumQueries) it takes Django's cursor so the log stays complete.
+        from psycopg import Cursor  # the PostgreSQL backend's driver (Django 5.2: psycopg 3)
+
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # Django turns psycopg's preparing off (prepare_threshold=None) unless OPTIONS set
+            # it, which also ignores prepare=True. Its own cursors bind client-side and never
+            # prepare, so a threshold nothing reaches enables exactly the statements that ask.
+            raw.prepare_threshold = _PREPARE_ONLY_ON_REQUEST
+        with connection.wrap_database_errors, Cursor(raw) as cursor:
+            cursor.execute(_pg_sql(), params, prepare=True)
+            row = cursor.fetchone()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_pg_sql(), params)
+            row = cursor.fetchone()
     if row is None:
         return None
     entry_id, profile_id, balance_after = row

@@ -171,6 +171,9 @@ STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2
 # The pack /api/stripe charges (the original app's "$5 for 5 credits").
 BILLING_DEFAULT_PACK = os.environ.get("BILLING_DEFAULT_PACK", "starter")
 BILLING_LEDGER_PAGE_SIZE = 25
+# PostgreSQL: the ledger's one statement as a server-side prepared statement (faster). Turn off
+# behind a pooler in transaction mode that cannot keep prepared statements (PgBouncer < 1.21).
+BILLING_LEDGER_PREPARED_STATEMENTS = env_bool("BILLING_LEDGER_PREPARED_STATEMENTS", True)
 # Charge attempts per signed-in user: "<requests>/<seconds>", shared by every server (or "off").
 BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
 

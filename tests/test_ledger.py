@@ -169,3 +169,27 @@ def test_a_long_history_keeps_the_invariant(user, other_user):
         if i % 7 == 0:
             ledger.adjust_credits(user, -1, reason="fix", actor=other_user)
     assert_invariant(user)
+
+
+@pytest.mark.postgres
+def test_postgresql_prepares_the_ledger_statement_once_per_connection(user):
+    from django.db import connection
+
+    ledger.add_credits(user, 3, kind=Kind.GRANT, reason="seed")
+    ledger.spend_credits(user, 1, reason="r")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert [s for s in statements if "WITH u AS" in s and "billing_ledgerentry" in s]
+    assert_invariant(user)
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_ledger_works_with_and_without_prepared_statements(user, settings, prepared):
+    settings.BILLING_LEDGER_PREPARED_STATEMENTS = prepared
+    ledger.add_credits(user, 2, kind=Kind.GRANT, reason="seed", idempotency_key="p")
+    assert ledger.add_credits(user, 2, kind=Kind.GRANT, reason="seed", idempotency_key="p").balance_after == 2
+    ledger.spend_credits(user, 2, reason="r")
+    with pytest.raises(InsufficientCredits):
+        ledger.spend_credits(user, 1, reason="r")
+    assert_invariant(user)
