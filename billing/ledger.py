@@ -21,9 +21,10 @@ before it returns. That saves two more round trips and, on a hot profile, releas
 as soon as the statement commits instead of a round trip later. Inside a caller's transaction it
 runs under a savepoint, so a lost idempotency race leaves the caller's transaction usable. The
 statement is prepared once per connection (BILLING_LEDGER_PREPARED_STATEMENTS), so PostgreSQL
-does not parse and plan the CTE on every call. docs/BENCHMARKS.md has the figures. Other databases (SQLite) take the portable ORM path: an F()
-update, a read-back, and an insert, in one transaction (SQLite's IMMEDIATE transactions hold the
-write lock for all three).
+does not parse and plan the CTE on every call. docs/BENCHMARKS.md has the figures.
+
+Other databases (SQLite) take the portable ORM path: an F() update, a read-back, and an insert,
+in one transaction (SQLite's IMMEDIATE transactions hold the write lock for all three).
 """
 
 from __future__ import annotations
