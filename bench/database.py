@@ -37,7 +37,7 @@ def bench_database_url() -> str:
     return url
 
 
-def _conninfo(url: str, dbname: str | None = None) -> dict:
+def conninfo(url: str, dbname: str | None = None) -> dict:
     config = dj_database_url.parse(url)
     params = {
         "dbname": dbname or config["NAME"],
@@ -52,7 +52,7 @@ def _conninfo(url: str, dbname: str | None = None) -> dict:
 def recreate(url: str) -> str:
     """Drop and create the bench database; returns the server's version string."""
     name = dj_database_url.parse(url)["NAME"]
-    with psycopg.connect(**_conninfo(url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(**conninfo(url, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return conn.execute("SHOW server_version").fetchone()[0]
@@ -60,5 +60,5 @@ def recreate(url: str) -> str:
 
 def drop(url: str) -> None:
     name = dj_database_url.parse(url)["NAME"]
-    with psycopg.connect(**_conninfo(url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(**conninfo(url, "postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -228,30 +228,29 @@ def _baseline(op: str, *, prepared: bool = False):
 
 
 def _orm_naive(op: str):
-    """The portable ORM form, measured as a reference; bench data only, never the site's path."""
-    from django.db import transaction
-    from django.db.models import F
+    """The ledger's own portable ORM path (F() update, read back, insert in one transaction),
+    forced onto PostgreSQL as a reference; spend only."""
+    from django.db import router
     from django.utils import timezone
 
-    from billing.models import LedgerEntry, Profile
+    from billing import ledger
+    from billing.models import LedgerEntry
 
     if op != "spend":
         raise ValueError("orm_naive is measured for spend only")
+    alias = router.db_for_write(LedgerEntry)
+    fields = {
+        "delta": -1,
+        "kind": "spend",
+        "reason": "bench spend",
+        "actor_id": None,
+        "payment_id": None,
+        "idempotency_key": None,
+    }
 
     def call(user_id, _profile_id):
-        with transaction.atomic():
-            updated = Profile.objects.filter(user_id=user_id, credits__gte=1).update(credits=F("credits") - 1)
-            if not updated:
-                raise RuntimeError("balance exhausted")
-            profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
-            LedgerEntry.objects.create(
-                profile_id=profile_id,
-                delta=-1,
-                balance_after=balance,
-                kind="spend",
-                reason="bench spend",
-                created_at=timezone.now(),
-            )
+        if ledger._write_portable(alias, user_id, fields, timezone.now()) is None:
+            raise RuntimeError("balance exhausted")
 
     return call
 

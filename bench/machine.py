@@ -6,6 +6,10 @@ import os
 import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("Django", "psycopg", "gunicorn", "stripe", "localstripe")
 
 
 def _cpu_model() -> str:
@@ -39,8 +43,10 @@ def _version(package: str) -> str:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if out.returncode != 0:
@@ -48,7 +54,8 @@ def _git_commit() -> str:
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def describe(pg_version: str) -> dict[str, str]:
+def describe(pg_version: str, *, packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """The machine and software a run measured (bench/ and reliability/ both report this)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "CPU": f"{_cpu_model()}, {os.cpu_count()} logical cores",
@@ -56,11 +63,7 @@ def describe(pg_version: str) -> dict[str, str]:
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
         "PostgreSQL": pg_version,
-        "Django": _version("Django"),
-        "psycopg": _version("psycopg"),
-        "gunicorn": _version("gunicorn"),
-        "stripe": _version("stripe"),
-        "localstripe": _version("localstripe"),
+        **{package: _version(package) for package in packages},
         "Commit": _git_commit(),
         "Load average at start": " ".join(f"{x:.2f}" for x in load),
     }

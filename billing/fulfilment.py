@@ -114,25 +114,13 @@ def record_refund(payment: Payment, *, amount_refunded: int) -> Payment:
     Claws back the proportional credits once (repeats and stale events change nothing; a
     refund seen before the success is settled when the payment is credited).
     """
-    payment = _lock(payment)
-    _check_amount(payment, amount_refunded)
-    if amount_refunded > payment.amount_refunded:
-        payment.amount_refunded = amount_refunded
-        payment.save(update_fields=["amount_refunded", "updated_at"])
-    _settle_clawback(payment)
-    return payment
+    return _record_taken_back(payment, "amount_refunded", amount_refunded)
 
 
 @transaction.atomic
 def record_dispute(payment: Payment, *, amount_disputed: int) -> Payment:
     """The customer disputed `amount_disputed` of the payment: claw back and flag it for staff."""
-    payment = _lock(payment)
-    _check_amount(payment, amount_disputed)
-    if amount_disputed > payment.amount_disputed:
-        payment.amount_disputed = amount_disputed
-        payment.save(update_fields=["amount_disputed", "updated_at"])
-    _settle_clawback(payment)
-    return payment
+    return _record_taken_back(payment, "amount_disputed", amount_disputed)
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -172,6 +160,18 @@ def _check_amount(payment: Payment, amount: int) -> None:
             f"payment {payment.pk} of {payment.amount}: refund/dispute amount {amount!r} is out of range",
             "This payment does not match our records.",
         )
+
+
+def _record_taken_back(payment: Payment, field: str, amount: int) -> Payment:
+    """Raise the cumulative refunded or disputed amount to `amount` (never lower it: a stale
+    event carries a smaller total), then settle the clawback. Runs in the caller's transaction."""
+    payment = _lock(payment)
+    _check_amount(payment, amount)
+    if amount > getattr(payment, field):
+        setattr(payment, field, amount)
+        payment.save(update_fields=[field, "updated_at"])
+    _settle_clawback(payment)
+    return payment
 
 
 def _settle_clawback(payment: Payment) -> None:

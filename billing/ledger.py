@@ -193,14 +193,24 @@ def _write(user_id: int, fields: dict) -> LedgerEntry | None:
             return _write_postgresql(alias, user_id, fields, now)
         with transaction.atomic(using=alias):
             return _write_postgresql(alias, user_id, fields, now)
+    return _write_portable(alias, user_id, fields, now)
+
+
+def _write_portable(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
+    """The same write through the ORM on any database: an F() update, a read-back and an insert,
+    in one transaction. (bench/ also measures it on PostgreSQL, as the naive form.)"""
     with transaction.atomic(using=alias):
-        updated = Profile.objects.filter(user_id=user_id, credits__gte=-fields["delta"]).update(
-            credits=F("credits") + fields["delta"]
+        updated = (
+            Profile.objects.using(alias)
+            .filter(user_id=user_id, credits__gte=-fields["delta"])
+            .update(credits=F("credits") + fields["delta"])
         )
         if not updated:
             return None
-        profile_id, balance = Profile.objects.filter(user_id=user_id).values_list("id", "credits").get()
-        return LedgerEntry.objects.create(profile_id=profile_id, balance_after=balance, created_at=now, **fields)
+        profile_id, balance = Profile.objects.using(alias).filter(user_id=user_id).values_list("id", "credits").get()
+        return LedgerEntry.objects.using(alias).create(
+            profile_id=profile_id, balance_after=balance, created_at=now, **fields
+        )
 
 
 _PG_SQL = """
@@ -261,7 +271,7 @@ def _write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntr
 
 def _existing_entry(fields: dict) -> LedgerEntry | None:
     if fields["idempotency_key"] is not None:
-        found = LedgerEntry.objects.filter(idempotency_key=fields["idempotency_key"]).first()
+        found = LedgerEntry.objects.select_related("profile").filter(idempotency_key=fields["idempotency_key"]).first()
         if found is not None:
             return found
     if fields["payment_id"] is not None and fields["kind"] == Kind.PURCHASE:

@@ -4,14 +4,15 @@ machine it ran on, and a way to hand its result back to the runner as JSON."""
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from bench.database import conninfo
+from bench.machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -44,26 +45,12 @@ def database_url(name: str) -> str:
     return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
 
 
-def _conninfo(url: str, dbname: str | None = None) -> dict:
-    import dj_database_url
-
-    config = dj_database_url.parse(url)
-    params = {
-        "dbname": dbname or config["NAME"],
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-        "host": config.get("HOST") or None,
-        "port": config.get("PORT") or None,
-    }
-    return {k: v for k, v in params.items() if v}
-
-
 def admin_connection(url: str):
     """An autocommit psycopg connection to the server's `postgres` database (for DROP/CREATE
     and pg_terminate_backend)."""
     import psycopg
 
-    return psycopg.connect(**_conninfo(url, "postgres"), autocommit=True)
+    return psycopg.connect(**conninfo(url, "postgres"), autocommit=True)
 
 
 def recreate_database(url: str) -> str:
@@ -140,54 +127,8 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str =
 # --- the machine -------------------------------------------------------------------------
 
 
-def _first_line(path: str, prefix: str) -> str | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(prefix):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
-
-
 def machine(pg_version: str) -> dict[str, str]:
-    memory = _first_line("/proc/meminfo", "MemTotal")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {
-        "CPU": f"{_first_line('/proc/cpuinfo', 'model name') or platform.processor()}, {os.cpu_count()} logical cores",
-        "Memory": f"{int(memory.split()[0]) / 1024 / 1024:.1f} GiB" if memory else "unknown",
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "PostgreSQL": pg_version,
-        "Django": _version("Django"),
-        "gunicorn": _version("gunicorn"),
-        "stripe": _version("stripe"),
-        "localstripe": _version("localstripe"),
-        "hypothesis": _version("hypothesis"),
-        "Commit": _git_commit(),
-        "Load average at start": " ".join(f"{x:.2f}" for x in load),
-    }
+    return describe(pg_version, packages=("Django", "gunicorn", "stripe", "localstripe", "hypothesis"))
 
 
 def server_version() -> str:
