@@ -330,6 +330,19 @@ class UnrecoveredCreditsFilter(admin.SimpleListFilter):
         return queryset
 
 
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Charged, but the credits could not be added")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(needs_attention="")
+        return queryset
+
+
 @admin.register(Payment)
 class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "user_id"
@@ -346,7 +359,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
         "unrecovered",
     ]
     list_select_related = ["user", "pack"]
-    list_filter = ["status", UnrecoveredCreditsFilter]
+    list_filter = ["status", NeedsAttentionFilter, UnrecoveredCreditsFilter]
     show_facets = admin.ShowFacets.NEVER
     search_fields = ["user__email", "=stripe_payment_intent_id"]
     ordering = ["-id"]
@@ -356,6 +369,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
         "user",
         "pack",
         "status",
+        "needs_attention",
         "failure_message",
         "price",
         "credits",

@@ -36,6 +36,18 @@ class PaymentMismatch(BillingError):
     """Stripe's facts do not match the payment (another intent, amount or currency): never credit."""
 
 
+class CreditingRefused(BillingError):
+    """Stripe took the money but the ledger refused to add the credits. Nothing of the fulfilment
+    was written; the payment is flagged (`Payment.needs_attention`) for staff, who fix the cause
+    and re-run whatever delivered the success (the webhook event from the admin, or reconcile)."""
+
+
+CREDITING_REFUSED_MESSAGE = (
+    "Your payment went through, but we could not add the credits automatically. "
+    "Our team has been alerted and will add them; you do not need to pay again."
+)
+
+
 @dataclass(frozen=True)
 class Fulfilment:
     payment: Payment
@@ -47,9 +59,26 @@ def purchase_key(payment: Payment) -> str:
     return f"payment:{payment.pk}:purchase"
 
 
-@transaction.atomic
 def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: str, source: str) -> Fulfilment:
-    """Credit a payment whose PaymentIntent Stripe reports as succeeded. Exactly once per payment."""
+    """Credit a payment whose PaymentIntent Stripe reports as succeeded. Exactly once per payment.
+
+    Raises CreditingRefused, after flagging the payment for staff, when the ledger refuses the
+    credits (nothing is lost: Stripe's success is re-applied by the webhook retry or reconcile
+    once staff have fixed the cause).
+    """
+    try:
+        return _fulfil(payment, intent_id=intent_id, amount=amount, currency=currency, source=source)
+    except ValueError as exc:  # the ledger's refusal (a limit, or the database's integer range)
+        why = f"Stripe took the money ({intent_id}) but the credits could not be added: {exc}"
+        logger.error("payment %s: %s", payment.pk, why)
+        # Committed at once outside a caller's transaction; inside one (the webhook's), the
+        # caller records it with its failure.
+        Payment.objects.filter(pk=payment.pk).update(needs_attention=why[:500])
+        raise CreditingRefused(f"payment {payment.pk}: {why}", CREDITING_REFUSED_MESSAGE) from exc
+
+
+@transaction.atomic
+def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, source: str) -> Fulfilment:
     payment = _lock(payment)
     _check_facts(payment, intent_id=intent_id, amount=amount, currency=currency)
     if payment.stripe_payment_intent_id is None:
@@ -59,7 +88,10 @@ def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: s
         return Fulfilment(payment, entry, newly_credited=False)
     payment.status = Status.SUCCEEDED
     payment.failure_message = ""
-    payment.save(update_fields=["stripe_payment_intent_id", "status", "failure_message", "updated_at"])
+    payment.needs_attention = ""
+    payment.save(
+        update_fields=["stripe_payment_intent_id", "status", "failure_message", "needs_attention", "updated_at"]
+    )
     entry = ledger.add_credits(
         payment.user,
         payment.credits,

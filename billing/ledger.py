@@ -37,12 +37,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
-from billing.models import LedgerEntry, Payment, Profile
+from billing.models import MAX_CREDITS_PER_CHANGE, LedgerEntry, Payment, Profile
 
 Kind = LedgerEntry.Kind
 # No single change is bigger than this: a larger number is a typo (or an attack), never a
-# purchase, and it keeps every sum far inside the database's 32-bit `credits` column.
-MAX_DELTA = 1_000_000_000
+# purchase. Packs are limited to it in the model and the database, so every pack can be credited;
+# balances are 64-bit columns, so sums of such changes do not overflow in practice.
+MAX_DELTA = MAX_CREDITS_PER_CHANGE
 
 
 def get_balance(user) -> int:

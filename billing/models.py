@@ -5,10 +5,19 @@ never happen (a negative balance, a zero ledger delta, a second row for a unique
 """
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from billing.exceptions import AppendOnlyViolation
+
+# The ledger's limits, which every layer that accepts a number of credits or an amount checks
+# against, so that nothing one layer accepts is refused by the next (docs/DESIGN.md, "Limits").
+# No single ledger change is bigger than MAX_CREDITS_PER_CHANGE: a larger number is a typo (or an
+# attack), never a purchase. Balances are 64-bit, so no realistic sum of changes overflows.
+MAX_CREDITS_PER_CHANGE = 1_000_000_000
+# Stripe's largest charge is 8 digits of minor units (99,999,999: $999,999.99 for USD).
+MAX_AMOUNT = 99_999_999
 
 
 class Profile(models.Model):
@@ -18,7 +27,7 @@ class Profile(models.Model):
     """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
-    credits = models.IntegerField(default=0, editable=False)
+    credits = models.BigIntegerField(default=0, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -35,8 +44,14 @@ class CreditPack(models.Model):
 
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
-    credits = models.PositiveIntegerField()
-    amount = models.PositiveIntegerField(help_text="Price in minor units of the currency, e.g. cents.")
+    credits = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CREDITS_PER_CHANGE)],
+        help_text=f"Credits the pack adds, from 1 to {MAX_CREDITS_PER_CHANGE:,}.",
+    )
+    amount = models.PositiveIntegerField(
+        validators=[MinValueValidator(50), MaxValueValidator(MAX_AMOUNT)],
+        help_text=f"Price in minor units of the currency, e.g. cents: from 50 to {MAX_AMOUNT:,} (Stripe's limits).",
+    )
     currency = models.CharField(max_length=3, default="usd")
     active = models.BooleanField(default=True)
 
@@ -44,8 +59,19 @@ class CreditPack(models.Model):
         ordering = ["amount", "slug"]
         constraints = [
             models.CheckConstraint(condition=Q(credits__gt=0), name="billing_creditpack_credits_gt_0"),
-            # Stripe's minimum charge is 50 cents (or its equivalent).
+            # A pack the admin accepts must be creditable in one ledger change.
+            models.CheckConstraint(
+                condition=Q(credits__lte=MAX_CREDITS_PER_CHANGE),
+                name="billing_creditpack_credits_lte_max",
+                violation_error_message=f"A pack can add at most {MAX_CREDITS_PER_CHANGE:,} credits.",
+            ),
+            # Stripe's minimum charge is 50 cents (or its equivalent), its maximum 8 digits.
             models.CheckConstraint(condition=Q(amount__gte=50), name="billing_creditpack_amount_gte_50"),
+            models.CheckConstraint(
+                condition=Q(amount__lte=MAX_AMOUNT),
+                name="billing_creditpack_amount_lte_max",
+                violation_error_message=f"The price can be at most {MAX_AMOUNT:,} (Stripe's largest charge).",
+            ),
             models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"), name="billing_creditpack_currency_iso"),
         ]
 
@@ -83,6 +109,9 @@ class Payment(models.Model):
     credits_clawed_back = models.PositiveIntegerField(default=0)
     # Credits a refund or dispute should have removed but could not, because they were spent.
     credits_unrecovered = models.PositiveIntegerField(default=0)
+    # Set when Stripe took the money but the credits could not be added (the ledger refused):
+    # what went wrong, for staff. Empty when nothing needs a person.
+    needs_attention = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -142,8 +171,8 @@ class LedgerEntry(models.Model):
         GRANT = "grant"
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
-    delta = models.IntegerField()
-    balance_after = models.IntegerField()
+    delta = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
     reason = models.CharField(max_length=255)
     actor = models.ForeignKey(
@@ -223,3 +252,26 @@ class RateLimitCounter(models.Model):
 
     def __str__(self):
         return f"{self.bucket} @ {self.window_start}: {self.hits}"
+
+
+class IdempotentRequest(models.Model):
+    """The first response to a paid request sent with an `Idempotency-Key` header, kept so a
+    repeat of the request is answered with it instead of running the paid action again
+    (`@credits_required`). One row per (user, key), written in the same transaction as the spend
+    and the view's own writes: it exists exactly when the paid action happened."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # What the key was first used for (view, cost, method, path): the same key on another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    content_type = models.CharField(max_length=255, blank=True, default="")
+    location = models.CharField(max_length=2000, blank=True, default="")
+    body = models.BinaryField(null=True)  # null: the response could not be kept (streamed or too large)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="billing_idempotentrequest_user_key")]
+
+    def __str__(self):
+        return f"{self.key} ({self.status_code})"

@@ -7,8 +7,9 @@ other path, so a run racing the webhook or the confirm view still credits exactl
 
 Two phases: `investigate` only reads (from Stripe and our database) and decides; `settle`
 only writes. The command investigates every payment before settling any, so when Stripe
-cannot be reached nothing has changed. Settling is idempotent, so a second run finds nothing
-left to do.
+cannot be reached nothing has changed. Each payment stands alone: one that cannot be
+investigated or settled is reported as an error and the others are still settled (the command
+exits non-zero at the end). Settling is idempotent, so a second run finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from billing import fulfilment, stripe_gateway
 from billing.charges import FAILED_AT_STRIPE
+from billing.exceptions import BillingError
 from billing.models import Payment
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def payments_to_check(*, since_days: int):
 def investigate(payment: Payment) -> Finding:
     """What Stripe says about the payment and what should follow. Reads only.
 
-    Raises StripeUnavailable when Stripe cannot be reached.
+    Raises StripeUnavailable when Stripe cannot be reached; see `investigate_all`.
     """
     if payment.stripe_payment_intent_id:
         try:
@@ -87,6 +89,34 @@ def investigate(payment: Payment) -> Finding:
                 return Finding(payment, Action.ABANDON, None, "no PaymentIntent names it after an hour: closing it")
             return Finding(payment, Action.UNKNOWN, None, note)
     return Finding(payment, _decide(payment, intent), intent, f"Stripe says {intent.status}")
+
+
+# After this many payments in a row that Stripe could not be asked about, Stripe is taken to be
+# down and the rest are reported without asking (each would wait out the same timeout).
+UNREACHABLE_IN_A_ROW = 3
+
+
+def investigate_all(payments) -> tuple[list[Finding], bool]:
+    """Investigate each payment on its own. Returns (findings, whether Stripe answered at all).
+
+    A payment whose investigation fails, for whatever reason, is an ERROR finding, not the end of the run.
+    """
+    findings, in_a_row, answered = [], 0, False
+    for payment in payments:
+        if in_a_row >= UNREACHABLE_IN_A_ROW:
+            findings.append(Finding(payment, Action.ERROR, None, "not checked: Stripe could not be reached"))
+            continue
+        try:
+            findings.append(investigate(payment))
+            in_a_row, answered = 0, True
+        except stripe_gateway.StripeUnavailable as exc:
+            in_a_row += 1
+            findings.append(Finding(payment, Action.ERROR, None, f"Stripe could not be reached: {exc.description}"))
+        except Exception as exc:
+            logger.exception("reconcile: investigating payment %s failed", payment.pk)
+            findings.append(Finding(payment, Action.ERROR, None, f"could not be checked: {type(exc).__name__}: {exc}"))
+            answered = True
+    return findings, answered or not findings
 
 
 def settle(finding: Finding) -> Finding:
@@ -112,6 +142,12 @@ def settle(finding: Finding) -> Finding:
     except fulfilment.PaymentMismatch as exc:
         logger.error("reconcile: %s", exc)
         return Finding(payment, Action.ERROR, intent, f"does not match Stripe: {exc}")
+    except Exception as exc:
+        # One payment that cannot be settled (the ledger refused its credits, a database error)
+        # must not stop the others; fulfilment rolled its own work back.
+        logger.exception("reconcile: settling payment %s failed", payment.pk)
+        description = exc.description if isinstance(exc, BillingError) else f"{type(exc).__name__}: {exc}"
+        return Finding(payment, Action.ERROR, intent, f"could not be settled: {description}")
     return finding
 
 

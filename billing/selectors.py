@@ -39,23 +39,38 @@ class LedgerPage:
         return self.number - 1
 
 
+# Past this, a page number is not worth an OFFSET query (and past PostgreSQL's bigint, not possible).
+MAX_PAGE_NUMBER = 10**9
+
+
 def ledger_page(user, page_number, *, per_page: int) -> LedgerPage:
     """One page of the user's ledger, newest first, in ONE query (served by the (profile, -id) index).
 
     No COUNT: a ledger only grows, and counting a user's entries on every visit would cost more
     the longer they have been a customer. One row past the page tells whether an older page
-    exists. A page number that is not a positive number, or past the end, shows the first page.
+    exists. A page number that is not a positive number shows the first page; one past the end
+    (however large) shows the last page, found with a COUNT only on that rare path.
     """
-    try:
-        number = max(1, int(page_number))
-    except (TypeError, ValueError):
-        number = 1
+    number = page_number_from(page_number)
     entries = LedgerEntry.objects.filter(profile__user_id=user.pk).order_by("-id")
-    start = (number - 1) * per_page
-    rows = list(entries[start : start + per_page + 1])
-    if not rows and number > 1:
-        return ledger_page(user, 1, per_page=per_page)
-    return LedgerPage(rows[:per_page], number, len(rows) > per_page)
+    if number <= MAX_PAGE_NUMBER:
+        start = (number - 1) * per_page
+        rows = list(entries[start : start + per_page + 1])
+        if rows or number == 1:
+            return LedgerPage(rows[:per_page], number, len(rows) > per_page)
+    last = max(1, -(-entries.count() // per_page))
+    start = (last - 1) * per_page
+    return LedgerPage(list(entries[start : start + per_page]), last, False)
+
+
+def page_number_from(value) -> int:
+    """A page number from a query string: a positive whole number, else 1. Never an error."""
+    text = str(value or "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    if len(text) > len(str(MAX_PAGE_NUMBER)):  # no int() of a megabyte of digits
+        return MAX_PAGE_NUMBER + 1
+    return max(1, int(text))
 
 
 def recent_payments(user, *, limit: int = 20):

@@ -103,6 +103,16 @@ def client() -> stripe.StripeClient:
     )
 
 
+def worst_case_seconds(*, timeout: float, retries: int) -> float:
+    """The longest one Stripe call can take against a Stripe that accepts connections and never
+    answers: every attempt waits out the read timeout, and the SDK sleeps between attempts (its
+    exponential backoff from 0.5 s, capped at 5 s, jittered below the cap)."""
+    backoff = sum(
+        min(stripe.HTTPClient.INITIAL_DELAY * 2 ** (n - 1), stripe.HTTPClient.MAX_DELAY) for n in range(1, retries + 1)
+    )
+    return (retries + 1) * timeout + backoff
+
+
 @functools.lru_cache(maxsize=8)
 def _client(api_key: str, api_base: str | None, timeout: float, retries: int, pid: int) -> stripe.StripeClient:
     options = {

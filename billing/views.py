@@ -12,7 +12,7 @@ from django.shortcuts import render
 
 from billing import charges, selectors, stripe_gateway
 from billing.exceptions import BillingError
-from billing.fulfilment import PaymentMismatch
+from billing.fulfilment import CreditingRefused, PaymentMismatch
 from billing.ledger import get_balance
 from billing.ratelimit import rate_limited
 
@@ -49,12 +49,18 @@ ERROR_STATUS = (
     (charges.PaymentInProgress, HTTPStatus.CONFLICT),
     (PaymentMismatch, HTTPStatus.CONFLICT),
     (stripe_gateway.StripeUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+    # Our side failed after Stripe took the money; the payment is flagged for staff.
+    (CreditingRefused, HTTPStatus.INTERNAL_SERVER_ERROR),
 )
 
 
 DATABASE_UNAVAILABLE = (
     "We could not record your payment just now. If your card was charged, the credits will be added "
     "automatically within a few minutes; reload the page to check before trying again."
+)
+UNEXPECTED_ERROR = (
+    "Something went wrong on our side. If your card was charged, the credits will be added "
+    "automatically; reload the page to check before trying again."
 )
 
 
@@ -87,6 +93,12 @@ def json_post_endpoint(view):
             # the webhook or reconcile_payments settles it; the page needs a sentence it can show.
             logger.exception("database unavailable during %s", request.path)
             return JsonResponse({"error": DATABASE_UNAVAILABLE}, status=HTTPStatus.SERVICE_UNAVAILABLE)
+        except Exception:
+            # A bug of ours must still answer the JSON the caller reads, never Django's HTML page.
+            # The payment, if one was started, was committed before Stripe was called, so the
+            # webhook or reconcile_payments settles it.
+            logger.exception("unexpected error during %s", request.path)
+            return JsonResponse({"error": UNEXPECTED_ERROR}, status=HTTPStatus.INTERNAL_SERVER_ERROR)
 
     return wrapper
 

@@ -166,8 +166,13 @@ STRIPE_WEBHOOK_SECRET = env_required("STRIPE_WEBHOOK_SECRET", debug=DEBUG, dev_d
 # Unset means the real Stripe API; development and tests point it at localstripe.
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "").strip() or None
 STRIPE_JS_URL = os.environ.get("STRIPE_JS_URL", "").strip() or "https://js.stripe.com/v3/"
-STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
-STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+# A Stripe call and its retries must end well inside the web worker's timeout (gunicorn's
+# --timeout, WEB_TIMEOUT in the Procfile), so that a Stripe that never answers gets the page our
+# JSON 503 rather than a killed worker: worst case (retries + 1) x timeout + backoff, here about
+# 17 s against 30 s. A system check refuses values that cannot fit (docs/RELIABILITY.md).
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "8"))
+STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "1"))
+BILLING_WEB_TIMEOUT_SECONDS = int(os.environ.get("WEB_TIMEOUT", "30"))
 # The pack /api/stripe charges (the original app's "$5 for 5 credits").
 BILLING_DEFAULT_PACK = os.environ.get("BILLING_DEFAULT_PACK", "starter")
 BILLING_LEDGER_PAGE_SIZE = 25

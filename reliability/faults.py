@@ -28,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -43,10 +44,19 @@ from reliability.harness import (
     setup_django,
     wait_until,
 )
-from reliability.servers import AppServer, LocalStripe, deliver, free_port, scan_logs, server_env, signed_in_browsers
+from reliability.servers import (
+    AppServer,
+    LocalStripe,
+    deliver,
+    free_port,
+    procfile_timeout,
+    scan_logs,
+    server_env,
+    signed_in_browsers,
+)
 
 STRIPE_TIMEOUT = 4  # seconds: the app servers' Stripe read timeout in this scenario
-FAULTS = ("unreachable", "error500", "slow", "db_killed", "worker_killed")
+FAULTS = ("unreachable", "error500", "slow", "db_killed", "worker_killed", "never_answers")
 
 
 def plan(size: Size) -> dict:
@@ -66,6 +76,13 @@ class Lab:
         self.faulty = AppServer("faulty-stripe", free_port(), 1, self.env, logs / "faulty.log")
         cut_env = server_env(url, f"http://127.0.0.1:{free_port()}", **timeout)  # nothing listens there
         self.cut_off = AppServer("no-stripe", free_port(), 1, cut_env, logs / "cut-off.log")
+        # As deployed: the Procfile's worker timeout and the production Stripe client (its
+        # default timeout and retries), in front of a Stripe that takes the charge and never answers.
+        self.worker_timeout = procfile_timeout()
+        production_env = server_env(url, self.proxy.base, RELIABILITY_STRIPE_CLIENT="production")
+        self.as_deployed = AppServer(
+            "as-deployed", free_port(), 1, production_env, logs / "as-deployed.log", timeout=self.worker_timeout
+        )
         # What reconcile_payments runs with once Stripe is back: the real (local) Stripe.
         self.back_env = server_env(url, self.stripe.base)
         self.users = 0
@@ -73,9 +90,10 @@ class Lab:
     def start(self):
         self.faulty.start()
         self.cut_off.start()
+        self.as_deployed.start()
 
     def stop(self):
-        for server in (self.faulty, self.cut_off):
+        for server in (self.faulty, self.cut_off, self.as_deployed):
             server.stop()
         self.proxy.stop()
         self.stripe.stop()
@@ -225,6 +243,34 @@ def fault_worker_killed(lab: Lab) -> dict:
     }
 
 
+def fault_never_answers(lab: Lab) -> dict:
+    """Stripe accepts the charge and never answers (every attempt, retries included), against the
+    server as deployed: the answer must be our JSON 503 before gunicorn kills the worker."""
+    browser = lab.new_browser("silent")
+    lab.proxy.set_mode("hold", hold_seconds=None)  # held until released: never, as far as the app knows
+    held_before = lab.proxy.held
+    try:
+        started = time.monotonic()
+        answer = charge(browser, lab.as_deployed)
+        elapsed = time.monotonic() - started
+        accepted = lab.proxy.forwarded_create.is_set()
+        attempts = lab.proxy.held - held_before
+        lab.proxy.release()
+    finally:
+        lab.proxy.set_mode("forward")
+    intents = [
+        i for i in lab.stripe.list_all("payment_intents") if i["metadata"].get("user_id") == str(browser.user_id)
+    ]
+    return {
+        "answer": answer,
+        "browser": browser,
+        "stripe_accepted": accepted,
+        "seconds": round(elapsed, 1),
+        "create_attempts": attempts,
+        "intents_at_stripe": len(intents),
+    }
+
+
 def _answers(server: AppServer) -> bool:
     try:
         return requests.get(f"{server.url}/api/current_user", timeout=2).status_code == 200
@@ -250,6 +296,10 @@ CASES = {
     "slow": (fault_slow, f"Stripe slower than the {STRIPE_TIMEOUT} s client timeout, after accepting the charge"),
     "db_killed": (fault_db_killed, "database connection killed mid-request (pg_terminate_backend)"),
     "worker_killed": (fault_worker_killed, "worker SIGKILLed after Stripe accepted, before our commit"),
+    "never_answers": (
+        fault_never_answers,
+        "Stripe accepts the charge and never answers; the Procfile's worker timeout, production client",
+    ),
 }
 
 
@@ -291,6 +341,11 @@ def run_case(lab: Lab, name: str) -> dict:
         verdicts["the killed worker was replaced"] = outcome["worker_replaced"]
     if name == "db_killed":
         verdicts["backends were killed mid-request"] = outcome["backends_killed"] > 0
+    if name == "never_answers":
+        verdicts["JSON 503 before the worker timeout"] = (
+            answer.status == 503 and outcome["seconds"] < lab.worker_timeout - 5
+        )
+        verdicts["retried with one idempotency key: one PaymentIntent"] = outcome["intents_at_stripe"] == 1
     if accepted:
         verdicts["Stripe had accepted the charge (the hard case)"] = event is not None
     return {
@@ -304,6 +359,7 @@ def run_case(lab: Lab, name: str) -> dict:
         "verdicts": verdicts,
         "passed": all(verdicts.values()),
         **({"backends_killed": outcome["backends_killed"]} if "backends_killed" in outcome else {}),
+        **{k: outcome[k] for k in ("seconds", "create_attempts", "intents_at_stripe") if k in outcome},
     }
 
 
@@ -335,13 +391,18 @@ def run(size: Size) -> dict:
                 "STRIPE_SECRET_KEY": lab.env["STRIPE_SECRET_KEY"],
             },
         )
-        for server in (lab.faulty, lab.cut_off)
+        for server in (lab.faulty, lab.cut_off, lab.as_deployed)
     }
     verdicts = {f"{c['name']} (round {c['round']})": c["passed"] for c in cases}
     verdicts["no secret in the servers' logs"] = not any(v["secrets_found"] for v in logs.values())
     return {
         "scenario": "Faults",
-        "sizes": {"rounds of each fault": rounds, "faults": len(FAULTS), "Stripe client timeout (s)": STRIPE_TIMEOUT},
+        "sizes": {
+            "rounds of each fault": rounds,
+            "faults": len(FAULTS),
+            "Stripe client timeout (s)": STRIPE_TIMEOUT,
+            "as deployed: worker timeout (s)": lab.worker_timeout,
+        },
         "cases": cases,
         "logs": logs,
         "verdicts": verdicts,

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -45,6 +46,7 @@ class AppServer:
     log_path: Path
     proc: subprocess.Popen | None = None
     log_file: object = field(default=None, repr=False)
+    timeout: int = 60  # gunicorn's --timeout: a worker busy longer than this is killed
 
     @property
     def url(self) -> str:
@@ -63,7 +65,7 @@ class AppServer:
                 "--workers",
                 str(self.workers),
                 "--timeout",
-                "60",
+                str(self.timeout),
                 "--graceful-timeout",
                 "5",
                 "--access-logfile",
@@ -113,6 +115,15 @@ class AppServer:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def procfile_timeout() -> int:
+    """The web worker timeout the Procfile gives gunicorn (its WEB_TIMEOUT default)."""
+    procfile = (ROOT / "Procfile").read_text()
+    found = re.search(r"--timeout\s+(?:\$\{WEB_TIMEOUT:-(\d+)\}|(\d+))", procfile)
+    if found is None:
+        raise RuntimeError("the Procfile's web process sets no gunicorn --timeout")
+    return int(found.group(1) or found.group(2))
 
 
 def server_env(database_url: str, stripe_base: str, **extra: str) -> dict:

@@ -33,6 +33,7 @@ from reliability.servers import (
     WEBHOOK_SECRET,
     AppServer,
     LocalStripe,
+    call,
     deliver,
     free_port,
     scan_logs,
@@ -91,9 +92,11 @@ def run(size: Size) -> dict:
             server.start()
         browsers = signed_in_browsers([f"buyer{i}@example.com" for i in range(sizes["users"])])
         hammer = signed_in_browsers(["card-tester@example.com"])[0]
+        replayer = signed_in_browsers(["key-replayer@example.com"])[0]
         connection.close()
         result = _traffic(sizes, servers, stripe, browsers)
         result["rate_limit"] = _burst(servers, hammer)
+        result["replayed_key"] = _replay_attack(servers, replayer)
     finally:
         for server in servers:
             server.stop()
@@ -109,6 +112,10 @@ def run(size: Size) -> dict:
     limit = result["rate_limit"]
     verdicts[f"one user's {BURST} charges at once across both servers: exactly {RATE_LIMIT[0]} let through"] = (
         limit["let_through"] == RATE_LIMIT[0] and limit["limited"] == BURST - RATE_LIMIT[0] and limit["other"] == 0
+    )
+    replay = result["replayed_key"]
+    verdicts[f"one credit, one Idempotency-Key sent {REPLAYS} times at once to both servers: one paid action"] = (
+        replay["spends"] == 1 and replay["balance"] == 0 and replay["same_answer"] and replay["fresh_key_refused"]
     )
     verdicts["both servers served traffic"] = all(result["requests_per_server"].get(s.name, 0) > 0 for s in servers)
     verdicts["no traceback and no secret in the servers' logs"] = all(
@@ -211,6 +218,41 @@ def _traffic(sizes, servers, stripe: LocalStripe, browsers) -> dict:
             f"HTTP {k[0]} {k[1]} duplicate={k[2]}": n for k, n in sorted(webhook_answers.items(), key=str)
         },
         "client_errors": errors[:10],
+    }
+
+
+REPLAYS = 12
+
+
+def _replay_attack(servers, browser) -> dict:
+    """A user with one credit sends the paid action REPLAYS times at once with one Idempotency-Key,
+    alternating servers: the action runs once and every replay gets the first answer; a new key
+    then finds the balance empty (402)."""
+    from django.db import connection
+
+    from accounts.models import User
+    from billing import ledger
+    from billing.models import LedgerEntry
+
+    ledger.add_credits(User.objects.get(pk=browser.user_id), 1, kind="adjustment", reason="replay attack seed")
+
+    def fortune(i: int, key: str):
+        url = f"{servers[i % 2].url}/fortune/"
+        return call(lambda: browser.http.post(url, headers={"Idempotency-Key": key}, allow_redirects=False))
+
+    with ThreadPoolExecutor(REPLAYS) as pool:
+        answers = list(pool.map(lambda i: fortune(i, "replayed-key-1"), range(REPLAYS)))
+    fresh = fortune(0, "another-key")
+    spends = LedgerEntry.objects.filter(profile__user_id=browser.user_id, kind="spend").count()
+    balance = ledger.get_balance(User.objects.get(pk=browser.user_id))
+    connection.close()
+    return {
+        "attempts": REPLAYS,
+        "statuses": dict(Counter(a.status for a in answers)),
+        "spends": spends,
+        "balance": balance,
+        "same_answer": {a.status for a in answers} == {302},
+        "fresh_key_refused": fresh.status == 402,
     }
 
 

@@ -26,7 +26,57 @@ def main() -> None:
     from localstripe.server import app  # state starts empty: nothing is loaded from the pickle
 
     app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
+    app.middlewares.insert(0, web.middleware(_idempotency_keys))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+
+
+# --- stand-in extension: idempotent requests ---------------------------------------------------
+# Real Stripe keeps the first answer to a POST sent with an `Idempotency-Key` header (for 24 h)
+# and answers a repeat of that key with it, without doing the work again; the same key with other
+# parameters is refused (400 idempotency_error), and a repeat while the first is still running
+# answers 409. localstripe 1.15 ignores the header, so an SDK retry after a timeout would charge
+# twice there. This teaches it the documented behaviour, in memory, for the life of the process.
+_idempotent_answers: dict[tuple[str, str], tuple[tuple[str, bytes], int, bytes, str]] = {}
+_idempotent_in_flight: set[tuple[str, str]] = set()
+
+
+async def _idempotency_keys(request, handler):
+    from aiohttp import web
+
+    if request.method == "DELETE" and request.path == "/_config/data":
+        _idempotent_answers.clear()  # forgetting every object forgets their keys too
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or not key or request.path.startswith("/_config/"):
+        return await handler(request)
+    slot = (request.headers.get("Authorization", request.query.get("key", "")), key)
+    fingerprint = (request.path, await request.read())
+    if slot in _idempotent_answers:
+        first, status, body, content_type = _idempotent_answers[slot]
+        if first != fingerprint:
+            return _idempotency_error(
+                400,
+                f"Keys for idempotent requests can only be used with the same parameters "
+                f"they were first used with. Try using a key other than '{key}'.",
+            )
+        return web.Response(
+            status=status, body=body, content_type=content_type, headers={"Idempotent-Replayed": "true"}
+        )
+    if slot in _idempotent_in_flight:
+        return _idempotency_error(409, "There is currently another in-progress request using this Idempotent Key.")
+    _idempotent_in_flight.add(slot)
+    try:
+        response = await handler(request)  # localstripe's own errors arrive here as responses
+    finally:
+        _idempotent_in_flight.discard(slot)
+    if response.status < 500 and isinstance(response.body, bytes):
+        _idempotent_answers[slot] = (fingerprint, response.status, response.body, response.content_type)
+    return response
+
+
+def _idempotency_error(status: int, message: str):
+    from aiohttp import web
+
+    return web.json_response({"error": {"type": "idempotency_error", "message": message}}, status=status)
 
 
 async def _publishable_key_creates_payment_methods(request, handler):

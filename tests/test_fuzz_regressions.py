@@ -27,7 +27,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from billing import ledger
-from billing.models import LedgerEntry, StripeEvent
+from billing.models import LedgerEntry, Profile, StripeEvent
 from reliability import fuzzing
 from tests import stripe_events as events
 
@@ -70,16 +70,31 @@ def test_the_largest_allowed_change_still_works(user, admin_user):
     assert ledger.get_balance(user) == ledger.MAX_DELTA
 
 
+def near_the_64_bit_limit(user) -> None:
+    """Deliberate corruption, for the tests below only: a balance just under PostgreSQL's bigint
+    limit, which no real sequence of ledger changes reaches (they are at most MAX_DELTA each)."""
+    ledger.add_credits(user, 1, kind="grant", reason="one")
+    Profile.objects.filter(user=user).update(credits=2**63 - 10)
+
+
+def test_a_balance_past_32_bits_is_kept(user):
+    """Balances are 64-bit: three of the largest allowed changes (past 2**31) are credited."""
+    for n in range(3):
+        ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason=f"big {n}")
+    assert ledger.get_balance(user) == 3 * ledger.MAX_DELTA > 2**31
+    ledger.spend_credits(user, 1, reason="still spendable")
+    assert ledger.get_balance(user) == 3 * ledger.MAX_DELTA - 1
+
+
 @pytest.mark.postgres
 def test_a_balance_past_the_databases_integer_is_refused_cleanly(user, admin_user):
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="one")
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="two")
+    near_the_64_bit_limit(user)
     before = fuzzing.money_state()
     with pytest.raises(ValueError, match="cannot take"):
-        ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="three")
+        ledger.add_credits(user, 100, kind="grant", reason="past the limit")
     assert fuzzing.money_state() == before
     ledger.spend_credits(user, 1, reason="the connection and the balance still work")
-    assert ledger.get_balance(user) == 2 * ledger.MAX_DELTA - 1
+    assert ledger.get_balance(user) == 2**63 - 11
 
 
 @pytest.mark.parametrize(("reason", "key"), [("nul\x00byte", None), ("fine", "key\x00nul"), ("fine", "k" * 256)])
@@ -113,8 +128,7 @@ def test_adjust_credits_refuses_clearly(user, args, message):
 
 @pytest.mark.postgres
 def test_adjust_credits_past_the_databases_integer_is_a_clear_error(user):
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="one")
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="two")
+    near_the_64_bit_limit(user)
     before = fuzzing.money_state()
     with pytest.raises(CommandError, match="cannot take"):
         call_command("adjust_credits", user.email, str(ledger.MAX_DELTA), "--reason", "three", stdout=StringIO())
@@ -150,8 +164,7 @@ def test_the_admin_adjust_form_refuses_an_absurd_delta(admin_client, user, delta
 
 @pytest.mark.postgres
 def test_the_admin_adjust_form_past_the_databases_integer_shows_an_error(admin_client, user):
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="one")
-    ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason="two")
+    near_the_64_bit_limit(user)
     before = fuzzing.money_state()
     response = admin_client.post(
         reverse("admin:billing_profile_adjust", args=[user.profile.pk]),

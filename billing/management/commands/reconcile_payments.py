@@ -4,12 +4,13 @@ Asks Stripe about every pending, requires_action, or failed-with-an-intent payme
 the last N days (default 3), then credits, fails or leaves each one (see billing.reconcile).
 Prints one line per payment and a summary. Stripe is asked about every payment before any is
 changed, so when Stripe cannot be reached the command stops with a non-zero exit and nothing
-changed. Safe to re-run: a second run finds nothing left to do.
+changed. A payment that cannot be checked or settled is reported as an error and the others are
+still settled; the exit is then non-zero. Safe to re-run: a second run finds nothing left to do.
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing import reconcile, stripe_gateway
+from billing import reconcile
 
 Action = reconcile.Action
 DONE = {
@@ -49,10 +50,9 @@ class Command(BaseCommand):
     def handle(self, *args, since_days: str, dry_run: bool, **options):
         days = parse_since_days(since_days)
         payments = list(reconcile.payments_to_check(since_days=days))
-        try:
-            findings = [reconcile.investigate(payment) for payment in payments]
-        except stripe_gateway.StripeUnavailable as exc:
-            raise CommandError(f"Stripe could not be reached; nothing was changed. ({exc.description})") from exc
+        findings, stripe_answered = reconcile.investigate_all(payments)
+        if not stripe_answered:
+            raise CommandError(f"Stripe could not be reached; nothing was changed. ({findings[0].note})")
 
         counts = {}
         for finding in findings:
