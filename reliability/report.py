@@ -127,7 +127,7 @@ def document(
     ):
         if name in results:
             out += ["", f"## {TITLES[name]}", ""] + render(results[name])
-    out += ["", FINDINGS.strip(), "", RUNNING.strip(), ""]
+    out += ["", REVIEW.strip(), "", FINDINGS.strip(), "", RUNNING.strip(), ""]
     return "\n".join(out)
 
 
@@ -390,10 +390,42 @@ Known limits, by design or out of scope:
   `pending` with no PaymentIntent; `reconcile_payments` reports it as "unknown" and leaves it, so
   it is never credited, but it is never closed either. Closing such payments after Stripe's
   idempotency window (24 h) would tidy the payment history.
-- localstripe ignores `Idempotency-Key`, so the scenarios run the Stripe SDK with no automatic
-  retries (real Stripe would return the first PaymentIntent to a retried create).
-- `GET /api/logout` signs out on a GET (SPEC 9, the original client's shape), so a cross-site page
-  can sign a user out; it cannot do anything else.
+- The scenarios run the Stripe SDK with no automatic retries, so each fault's timing is exact;
+  the "never answers" fault runs the production client (its retry included). localstripe 1.15
+  ignores `Idempotency-Key`; the project's launcher teaches it Stripe's documented behaviour
+  (`scripts/localstripe_server.py`), so a retried create returns the first PaymentIntent there too.
+- Left as is, on purpose: `GET /api/logout` signs out on a GET (the original React client links
+  to it), so a cross-site page can sign a user out; it cannot do anything else.
+"""
+
+REVIEW = """
+## What a hostile review of the running system found, and what was fixed
+
+A second review attacked the running system (gunicorn, PostgreSQL, localstripe) as an adversary
+and as an unlucky operator. Each finding is fixed at its cause and pinned by a regression test
+that fails without the fix.
+
+1. **One credit bought unlimited paid actions**: `@credits_required` with a replayed
+   `Idempotency-Key` returned the first ledger entry and ran the view again. Now the first
+   response is stored with the spend (one row per user and key, same transaction) and replayed
+   without running the view; overlong keys are refused (400), never cut; a key reused on another
+   request is 422, not a 500. `billing/decorators.py`; `tests/test_credits_required.py`; the
+   two-server scenario replays one key 12 times at once across both servers.
+2. **Charged at Stripe, never credited**: the admin accepted a pack of 1,500,000,000 credits that
+   the ledger refuses. Packs are now limited in the form and the database to what the ledger and
+   Stripe carry, balances are 64-bit, and a ledger refusal after Stripe charged answers JSON and
+   flags the payment for staff (`needs_attention`). `billing/models.py`, `billing/fulfilment.py`;
+   `tests/test_limits.py`.
+3. **One bad payment stopped reconciliation for everyone**: `reconcile_payments` now settles each
+   payment on its own, reports each failure and exits non-zero at the end. `billing/reconcile.py`;
+   `tests/test_limits.py`.
+4. **The production settings killed the worker before the designed 503**: the Stripe client's
+   20 s x 3 attempts did not fit gunicorn's 30 s. Now 8 s x 2 attempts (about 17 s), a system check
+   refuses values that cannot fit, and the faults scenario runs the Procfile's own timeout against
+   a Stripe that takes the charge and never answers (JSON 503, one PaymentIntent, credited once
+   later). `core/settings.py`, `Procfile`; `reliability/faults.py`.
+5. **`/billing/?page=369367187477555804` answered 500**: any page number now shows a page (past
+   the end: the last one). `billing/selectors.py`; `tests/test_query_counts.py`.
 """
 
 RUNNING = """
