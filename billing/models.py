@@ -23,7 +23,13 @@ class Profile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(credits__gte=0), name="billing_profile_credits_gte_0")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credits__gte=0),
+                name="billing_profile_credits_gte_0",
+                violation_error_message="A balance cannot go below zero credits.",
+            )
+        ]
         permissions = [("adjust_credits", "Can adjust a user's credits")]
 
     def __str__(self):
@@ -43,10 +49,22 @@ class CreditPack(models.Model):
     class Meta:
         ordering = ["amount", "slug"]
         constraints = [
-            models.CheckConstraint(condition=Q(credits__gt=0), name="billing_creditpack_credits_gt_0"),
+            models.CheckConstraint(
+                condition=Q(credits__gt=0),
+                name="billing_creditpack_credits_gt_0",
+                violation_error_message="A pack must give at least 1 credit.",
+            ),
             # Stripe's minimum charge is 50 cents (or its equivalent).
-            models.CheckConstraint(condition=Q(amount__gte=50), name="billing_creditpack_amount_gte_50"),
-            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"), name="billing_creditpack_currency_iso"),
+            models.CheckConstraint(
+                condition=Q(amount__gte=50),
+                name="billing_creditpack_amount_gte_50",
+                violation_error_message="The price must be at least 50 (Stripe's minimum charge).",
+            ),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"),
+                name="billing_creditpack_currency_iso",
+                violation_error_message="The currency must be a three-letter ISO code, e.g. usd or eur.",
+            ),
         ]
 
     def __str__(self):
