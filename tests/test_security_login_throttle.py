@@ -126,7 +126,7 @@ def test_the_limit_is_shared_across_processes(client, make_user):
 
 
 def test_redis_url_selects_djangos_redis_cache():
-    code = "from django.conf import settings; print(settings.CACHES['default']['BACKEND'], settings.CACHES['default']['LOCATION'])"
+    code = "from django.conf import settings; print(*(settings.CACHES['default'][k] for k in ('BACKEND', 'LOCATION')))"
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings"}
     with_redis = subprocess.run(
