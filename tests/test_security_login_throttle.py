@@ -176,3 +176,30 @@ def test_the_lockout_holds_on_redis(settings, client, staff):
         for key in redis_client.scan_iter(f"{prefix}:*"):
             redis_client.delete(key)
         cache.close()
+
+
+def test_trusted_proxy_count_comes_from_the_environment():
+    code = "from django.conf import settings; print(settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", "TRUSTED_PROXY_COUNT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "1"
+
+
+def test_with_mandatory_verification_staff_confirm_their_email_before_the_admin(settings, client, staff, mailoutbox):
+    """Production verifies emails (ACCOUNT_EMAIL_VERIFICATION=mandatory), and staff now sign in
+    through the site's login: a superuser made with createsuperuser confirms the address first."""
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    login_url = client.get("/admin/", follow=True).redirect_chain[-1][0]
+    response = sign_in(client, staff.email, PASSWORD, url=login_url)
+    assert response.status_code == HTTPStatus.FOUND
+    assert response["Location"] == "/accounts/confirm-email/"
+    assert [message.to for message in mailoutbox] == [[staff.email]]
+    assert not is_signed_in_to_admin(client)
