@@ -32,7 +32,13 @@ class Profile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(credits__gte=0), name="billing_profile_credits_gte_0")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(credits__gte=0),
+                name="billing_profile_credits_gte_0",
+                violation_error_message="A balance cannot go below zero credits.",
+            )
+        ]
         permissions = [("adjust_credits", "Can adjust a user's credits")]
 
     def __str__(self):
@@ -58,7 +64,11 @@ class CreditPack(models.Model):
     class Meta:
         ordering = ["amount", "slug"]
         constraints = [
-            models.CheckConstraint(condition=Q(credits__gt=0), name="billing_creditpack_credits_gt_0"),
+            models.CheckConstraint(
+                condition=Q(credits__gt=0),
+                name="billing_creditpack_credits_gt_0",
+                violation_error_message="A pack must give at least 1 credit.",
+            ),
             # A pack the admin accepts must be creditable in one ledger change.
             models.CheckConstraint(
                 condition=Q(credits__lte=MAX_CREDITS_PER_CHANGE),
@@ -66,13 +76,21 @@ class CreditPack(models.Model):
                 violation_error_message=f"A pack can add at most {MAX_CREDITS_PER_CHANGE:,} credits.",
             ),
             # Stripe's minimum charge is 50 cents (or its equivalent), its maximum 8 digits.
-            models.CheckConstraint(condition=Q(amount__gte=50), name="billing_creditpack_amount_gte_50"),
+            models.CheckConstraint(
+                condition=Q(amount__gte=50),
+                name="billing_creditpack_amount_gte_50",
+                violation_error_message="The price must be at least 50 (Stripe's minimum charge).",
+            ),
             models.CheckConstraint(
                 condition=Q(amount__lte=MAX_AMOUNT),
                 name="billing_creditpack_amount_lte_max",
                 violation_error_message=f"The price can be at most {MAX_AMOUNT:,} (Stripe's largest charge).",
             ),
-            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"), name="billing_creditpack_currency_iso"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"),
+                name="billing_creditpack_currency_iso",
+                violation_error_message="The currency must be a three-letter ISO code, e.g. usd or eur.",
+            ),
         ]
 
     def __str__(self):

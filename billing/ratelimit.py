@@ -12,6 +12,9 @@ fixed window), incremented with a single atomic statement that both PostgreSQL a
     RETURNING hits
 
 No read-then-write, so concurrent requests on any number of servers each get their own count.
+django-ratelimit on Django's database cache counts with a read, then a write, and let 34-40 of
+40 simultaneous attempts through a limit of 10 (docs/RELIABILITY.md, "The charge rate limiter"),
+so the count stays here, in the database every installation already has.
 The limit is `settings.BILLING_CHARGE_RATE_LIMIT`, "<requests>/<seconds>" (e.g. "10/60"), or
 "off". Over the limit the view is not called: 429 JSON with a clear message and Retry-After.
 """

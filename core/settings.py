@@ -83,6 +83,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # BEGIN so two transactions never deadlock upgrading read locks.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 
+# One cache for every worker and server: allauth's login throttling (ACCOUNT_RATE_LIMITS) counts
+# attempts in it, and a per-process cache would let each gunicorn worker grant its own budget.
+# The database by default (its table is made by `manage.py createcachetable`, which runs wherever
+# migrate runs); Redis when REDIS_URL is set.
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "django_cache",
+            # Past MAX_ENTRIES live rows the cache drops a third of them, throttle counts included:
+            # Django's default (300) would let a flood of distinct logins wipe a victim's count.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -129,6 +147,20 @@ ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "optional" if DEBUG else "mandatory")
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+# allauth's defaults, written out because they are the site's brute-force defence: failed logins
+# per client address and per email (5 in 5 minutes locks that email out, the right password too).
+# /admin/login/ goes through the same login (core/urls.py), so the admin is covered as well.
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+    "change_password": "5/m/user",
+}
+# Behind a proxy every request comes from the proxy's address; the per-address limits need the
+# client's, from X-Forwarded-For (Heroku's router: 1 proxy). 0 trusts no header (direct traffic).
+ALLAUTH_TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 SOCIALACCOUNT_LOGIN_ON_GET = False
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True

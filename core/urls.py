@@ -1,8 +1,13 @@
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
 from billing import api
 from core import views
+
+# Django's own admin login has no brute-force protection; this sends it through allauth's login,
+# which ACCOUNT_RATE_LIMITS throttles (see the README, "Configuration").
+admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -127,7 +127,7 @@ def document(
     ):
         if name in results:
             out += ["", f"## {TITLES[name]}", ""] + render(results[name])
-    out += ["", REVIEW.strip(), "", FINDINGS.strip(), "", RUNNING.strip(), ""]
+    out += ["", REVIEW.strip(), "", FINDINGS.strip(), "", CHARGE_RATE_LIMITER.strip(), "", RUNNING.strip(), ""]
     return "\n".join(out)
 
 
@@ -426,6 +426,39 @@ that fails without the fix.
    later). `core/settings.py`, `Procfile`; `reliability/faults.py`.
 5. **`/billing/?page=369367187477555804` answered 500**: any page number now shows a page (past
    the end: the last one). `billing/selectors.py`; `tests/test_query_counts.py`.
+"""
+
+# Measured once by `python -m bench.ratelimit_compare`, not by this suite; kept here so a run keeps it.
+CHARGE_RATE_LIMITER = """
+## The charge rate limiter: kept, after measuring django-ratelimit
+
+The charge limit (`billing/ratelimit.py`, `BILLING_CHARGE_RATE_LIMIT`) counts in the database with
+one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING`. Would a maintained library on the shared
+cache do as well? `python -m bench.ratelimit_compare` (PostgreSQL 15, Redis 7.0, django-ratelimit
+4.1; three runs on this 2-core machine while other work ran beside it): 20 trials in which 8 forked
+processes, released together at a barrier, count 5 charge attempts each for one user against a
+limit of 10 (40 at once); then the mean cost of one counted request in one process (2,000 requests).
+
+| Limiter | Allowed of 40, limit 10 (min / mean / max, 60 trials) | Trials over the limit | Cost per request (3 runs) |
+| --- | --- | --- | --- |
+| upsert (`billing.ratelimit`), PostgreSQL | 10 / 10.0 / 10 | 0 of 60 | 0.66 to 3.5 ms |
+| django-ratelimit + Django's `DatabaseCache` | 30 / 38.8 / 40 | 60 of 60 | 5.3 to 11.4 ms |
+| django-ratelimit + Django's `RedisCache` | 10 / 10.0 / 10 | 0 of 60 | 0.77 to 3.5 ms |
+
+The costs swing with the load beside us (load average 3 to 11 on 2 cores; the upsert commits, and
+so waits for a WAL flush on a PostgreSQL server other work was writing to); the counts do not. A
+charge attempt that passes then spends hundreds of milliseconds at Stripe.
+
+Decision: **keep the upsert**. On the database cache, the shared store every installation has,
+django-ratelimit let through almost every attempt that arrived together: `DatabaseCache.incr` is
+a read and then a write, so simultaneous increments overwrite each other (django-ratelimit's own
+system check names this backend an error, `django_ratelimit.E003`, "does not support atomic
+increment"). It is exact only on Redis, which would make Redis a requirement for a correct limit,
+or leave two limiters to maintain. The upsert is exact on PostgreSQL (and atomic on SQLite, which
+runs one writer at a time), needs no other service, and its cost, one statement and its commit,
+is small beside the Stripe call it guards. Login throttling, by contrast, is allauth's and uses
+the shared cache (the database, or Redis with `REDIS_URL`): allauth takes a `cache.add` lock
+around each count, an insert on the cache table's primary key.
 """
 
 RUNNING = """

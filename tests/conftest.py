@@ -111,3 +111,23 @@ def _seed_data_survives_flushes(request):
         CreditPack.objects.get_or_create(
             slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
         )
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache_cleared_after_flushes(request):
+    """The shared cache (login throttling counts) is a database table that no model owns, so the
+    flush ending a transactional test leaves it alone: clear it then, as the rollback of every
+    other test does. (Requested first, so the database is still open when this clears it.)"""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or (marker is not None and marker.kwargs.get("transaction", False))
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    yield
+    if transactional:
+        from django.core.cache import cache
+
+        cache.clear()
