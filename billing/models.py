@@ -78,11 +78,19 @@ class Payment(models.Model):
     stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     failure_message = models.CharField(max_length=500, blank=True, default="")
+    # Refunded now, as Stripe's charge.amount_refunded says: a refund that fails drops out of it.
     amount_refunded = models.PositiveIntegerField(default=0)
+    # Refunds that failed or were canceled at Stripe: the money never left.
+    amount_refund_failed = models.PositiveIntegerField(default=0)
     amount_disputed = models.PositiveIntegerField(default=0)
+    # Disputed money Stripe returned (a dispute the merchant won).
+    amount_reinstated = models.PositiveIntegerField(default=0)
+    # Credits taken back now (clawbacks less reinstatements).
     credits_clawed_back = models.PositiveIntegerField(default=0)
     # Credits a refund or dispute should have removed but could not, because they were spent.
     credits_unrecovered = models.PositiveIntegerField(default=0)
+    # Credits given back after a refund failed or a dispute was won.
+    credits_reinstated = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -103,6 +111,10 @@ class Payment(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(credits_clawed_back__lte=models.F("credits")), name="billing_payment_clawback_lte_credits"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_reinstated__lte=models.F("amount_disputed")),
+                name="billing_payment_reinstated_lte_disputed",
             ),
         ]
         permissions = [("refund_payment", "Can refund a payment through Stripe")]
@@ -140,6 +152,7 @@ class LedgerEntry(models.Model):
         REFUND = "refund"
         DISPUTE = "dispute"
         GRANT = "grant"
+        REINSTATEMENT = "reinstatement"
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
     delta = models.IntegerField()
