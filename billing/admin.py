@@ -408,7 +408,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="refunds and clawback")
     def clawback_summary(self, payment):
-        if not (payment.amount_refunded or payment.amount_disputed):
+        if not (payment.amount_refunded or payment.amount_refund_failed or payment.amount_disputed):
             return "Nothing refunded or disputed."
         parts = [
             format_html(
@@ -417,9 +417,15 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
                 money(payment.amount, payment.currency),
             )
         ]
+        if payment.amount_refund_failed:
+            parts.append(format_html("Refunds of {} failed.", money(payment.amount_refund_failed, payment.currency)))
         if payment.amount_disputed:
             parts.append(format_html("Disputed {}.", money(payment.amount_disputed, payment.currency)))
+        if payment.amount_reinstated:
+            parts.append(format_html("Dispute won: {} returned.", money(payment.amount_reinstated, payment.currency)))
         parts.append(format_html("{} of {} credits clawed back.", payment.credits_clawed_back, payment.credits))
+        if payment.credits_reinstated:
+            parts.append(format_html("{} credits given back.", payment.credits_reinstated))
         if payment.credits_unrecovered:
             parts.append(
                 format_html(

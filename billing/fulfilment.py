@@ -9,7 +9,7 @@ exactly once and only when Stripe says it succeeded. Each function:
 - is idempotent: it moves the payment towards a state computed from Stripe's facts, and doing
   that twice changes nothing the second time;
 - is backed by the database: one purchase ledger entry per payment (a unique constraint), and
-  clawbacks keyed by the cumulative amount they settle.
+  clawbacks and reinstatements keyed by the stretch of the payment's running totals they cover.
 
 None of them calls Stripe: callers fetch or receive Stripe's facts first, outside any transaction.
 """
@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 Status = Payment.Status
 CREDITED = (Status.SUCCEEDED, Status.REFUNDED, Status.DISPUTED)
 OPEN = (Status.PENDING, Status.REQUIRES_ACTION, Status.FAILED)
+MAX_REFUNDED = 2**31 - 1  # the largest amount the payment's integer columns hold
 
 
 class PaymentMismatch(BillingError):
@@ -40,6 +41,11 @@ class CreditingRefused(BillingError):
     """Stripe took the money but the ledger refused to add the credits. Nothing of the fulfilment
     was written; the payment is flagged (`Payment.needs_attention`) for staff, who fix the cause
     and re-run whatever delivered the success (the webhook event from the admin, or reconcile)."""
+
+    def __init__(self, description: str, user_message: str, *, payment_id: int, why: str):
+        super().__init__(description, user_message)
+        self.payment_id = payment_id
+        self.why = why
 
 
 CREDITING_REFUSED_MESSAGE = (
@@ -72,9 +78,16 @@ def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: s
         why = f"Stripe took the money ({intent_id}) but the credits could not be added: {exc}"
         logger.error("payment %s: %s", payment.pk, why)
         # Committed at once outside a caller's transaction; inside one (the webhook's), the
-        # caller records it with its failure.
-        Payment.objects.filter(pk=payment.pk).update(needs_attention=why[:500])
-        raise CreditingRefused(f"payment {payment.pk}: {why}", CREDITING_REFUSED_MESSAGE) from exc
+        # caller records it with its failure (flag_for_attention).
+        flag_for_attention(payment.pk, why)
+        raise CreditingRefused(
+            f"payment {payment.pk}: {why}", CREDITING_REFUSED_MESSAGE, payment_id=payment.pk, why=why
+        ) from exc
+
+
+def flag_for_attention(payment_id: int, why: str) -> None:
+    """Mark a payment for staff: Stripe took the money but the credits could not be added."""
+    Payment.objects.filter(pk=payment_id).update(needs_attention=why[:500])
 
 
 @transaction.atomic
@@ -140,19 +153,43 @@ def fail_payment(payment: Payment, *, message: str, intent_id: str | None = None
 
 
 @transaction.atomic
-def record_refund(payment: Payment, *, amount_refunded: int) -> Payment:
-    """Stripe says `amount_refunded` (cumulative, minor units) of the payment was refunded.
+def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int = 0) -> Payment:
+    """Stripe says `amount_refunded` (minor units) was refunded on the payment's charge in all,
+    counting refunds that later failed or were canceled, and `amount_failed` of it came back.
 
-    Claws back the proportional credits once (repeats and stale events change nothing; a
-    refund seen before the success is settled when the payment is credited).
+    Both are cumulative facts that only grow (a failed refund stays failed), so either may be a
+    figure from an older event: the larger of what we hold and what we are told wins, and a
+    repeat or a stale event changes nothing. Stripe's own `charge.amount_refunded` counts only
+    refunds that have not failed; passed alone (`amount_failed=0`) it is a lower bound, which is
+    safe. What is refunded now is the difference; the credits follow it, both ways: a refund
+    claws back, and a refund that fails gives back what it took (a refund seen before the
+    success is settled when the payment is credited).
     """
-    return _record_taken_back(payment, "amount_refunded", amount_refunded)
+    payment = _lock(payment)
+    # In all, refunds may exceed the price: what failed can be refunded again.
+    _check_amount(payment, amount_refunded, upper=MAX_REFUNDED)
+    _check_amount(payment, amount_failed, upper=amount_refunded)
+    total = max(payment.amount_refunded + payment.amount_refund_failed, amount_refunded)
+    failed = max(payment.amount_refund_failed, amount_failed)
+    _check_amount(payment, total - failed)
+    if (total - failed, failed) != (payment.amount_refunded, payment.amount_refund_failed):
+        payment.amount_refunded, payment.amount_refund_failed = total - failed, failed
+        payment.save(update_fields=["amount_refunded", "amount_refund_failed", "updated_at"])
+    _settle_clawback(payment, why="refund failed")
+    return payment
 
 
 @transaction.atomic
 def record_dispute(payment: Payment, *, amount_disputed: int) -> Payment:
-    """The customer disputed `amount_disputed` of the payment: claw back and flag it for staff."""
-    return _record_taken_back(payment, "amount_disputed", amount_disputed)
+    """Stripe withdrew `amount_disputed` of the payment for a dispute: claw back and flag it for staff."""
+    return _record_dispute(payment, amount_disputed, reinstated=False)
+
+
+@transaction.atomic
+def record_dispute_reinstated(payment: Payment, *, amount_disputed: int) -> Payment:
+    """Stripe returned the disputed `amount_disputed` (the dispute was won): the credits the
+    dispute took come back, once, whichever of Stripe's events says so first and however often."""
+    return _record_dispute(payment, amount_disputed, reinstated=True)
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -186,56 +223,94 @@ def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str
         )
 
 
-def _check_amount(payment: Payment, amount: int) -> None:
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= payment.amount:
+def _check_amount(payment: Payment, amount: int, *, upper: int | None = None) -> None:
+    """`amount` is a whole number from 0 to `upper` (default: the payment's amount)."""
+    upper = payment.amount if upper is None else upper
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= upper:
         raise PaymentMismatch(
             f"payment {payment.pk} of {payment.amount}: refund/dispute amount {amount!r} is out of range",
             "This payment does not match our records.",
         )
 
 
-def _record_taken_back(payment: Payment, field: str, amount: int) -> Payment:
-    """Raise the cumulative refunded or disputed amount to `amount` (never lower it: a stale
-    event carries a smaller total), then settle the clawback. Runs in the caller's transaction."""
+def _record_dispute(payment: Payment, amount: int, *, reinstated: bool) -> Payment:
+    """Raise the disputed amount (and, when Stripe returned it, the reinstated amount) to
+    `amount`, never lower: a dispute's amount is fixed, and its money is withdrawn at most once
+    and returned at most once, so any order of its events ends in the same state. Runs in the
+    caller's transaction."""
     payment = _lock(payment)
     _check_amount(payment, amount)
-    if amount > getattr(payment, field):
-        setattr(payment, field, amount)
-        payment.save(update_fields=[field, "updated_at"])
-    _settle_clawback(payment)
+    disputed = max(payment.amount_disputed, amount)
+    returned = max(payment.amount_reinstated, amount) if reinstated else payment.amount_reinstated
+    if (disputed, returned) != (payment.amount_disputed, payment.amount_reinstated):
+        payment.amount_disputed, payment.amount_reinstated = disputed, returned
+        payment.save(update_fields=["amount_disputed", "amount_reinstated", "updated_at"])
+    _settle_clawback(payment, why="dispute won")
     return payment
 
 
-def _settle_clawback(payment: Payment) -> None:
-    """Bring the credits taken back in line with what was refunded or disputed (payment locked).
+def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
+    """Bring the credits taken back in line with what is refunded or disputed now (payment locked).
 
     Credits due back = credits * min(amount, refunded + disputed) // amount, rounded down in the
     customer's favour; a full refund takes back every credit. What the balance cannot cover
     (already spent) is recorded as `credits_unrecovered` for staff, never taken below zero.
+    When the money comes back to us (a refund failed, a dispute was won), so do the credits:
+    what is still owed is forgiven first, then what was taken is given back (never more), so
+    a customer never holds credits of a payment while still owing some of it.
+
+    Each ledger entry's key names the stretch of the payment's running totals it covers (credits
+    ever clawed back, credits ever given back), which only grow: a repeat of the same step
+    collides on the unique key, and a later step never reuses an earlier one's key.
     """
     if payment.status not in CREDITED:
         return  # nothing was credited yet; fulfil_payment settles this when it credits
-    before = (payment.credits_clawed_back, payment.credits_unrecovered, payment.status)
-    taken_amount = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
+    before = (payment.credits_clawed_back, payment.credits_unrecovered, payment.credits_reinstated, payment.status)
+    disputed = payment.amount_disputed - payment.amount_reinstated
+    taken_amount = min(payment.amount, payment.amount_refunded + disputed)
     target = payment.credits * taken_amount // payment.amount
-    due = target - payment.credits_clawed_back - payment.credits_unrecovered
-    if due > 0:
-        disputed = payment.amount_disputed > 0
+    owed = payment.credits_clawed_back + payment.credits_unrecovered
+    if target > owed:
+        due = target - owed
+        ever_clawed = payment.credits_clawed_back + payment.credits_reinstated
         entry, shortfall = ledger.claw_back_credits(
             payment.user,
             due,
             kind=LedgerEntry.Kind.DISPUTE if disputed else LedgerEntry.Kind.REFUND,
             reason=f"{'Disputed' if disputed else 'Refunded'} payment {payment.pk}",
             payment=payment,
-            idempotency_key=f"payment:{payment.pk}:clawback:{target}",
+            idempotency_key=f"payment:{payment.pk}:clawback:{ever_clawed}-{ever_clawed + due}",
         )
         payment.credits_clawed_back += due - shortfall
         payment.credits_unrecovered += shortfall
         if shortfall:
             logger.warning("payment %s: %s credits could not be clawed back (spent)", payment.pk, shortfall)
-    if payment.amount_disputed:
+    elif target < owed:
+        forgiven = min(owed - target, payment.credits_unrecovered)
+        back = owed - target - forgiven
+        payment.credits_unrecovered -= forgiven
+        if back:
+            given = payment.credits_reinstated
+            ledger.add_credits(
+                payment.user,
+                back,
+                kind=LedgerEntry.Kind.REINSTATEMENT,
+                reason=f"Payment {payment.pk}: {why}, credits given back",
+                payment=payment,
+                idempotency_key=f"payment:{payment.pk}:reinstatement:{given}-{given + back}",
+            )
+            payment.credits_clawed_back -= back
+            payment.credits_reinstated += back
+            logger.info("payment %s: %s credits reinstated", payment.pk, back)
+    if disputed:
         payment.status = Status.DISPUTED
     elif payment.amount_refunded >= payment.amount:
         payment.status = Status.REFUNDED
-    if (payment.credits_clawed_back, payment.credits_unrecovered, payment.status) != before:
-        payment.save(update_fields=["credits_clawed_back", "credits_unrecovered", "status", "updated_at"])
+    else:
+        # A dispute won or a refund failed: the payment stands again.
+        payment.status = Status.SUCCEEDED
+    after = (payment.credits_clawed_back, payment.credits_unrecovered, payment.credits_reinstated, payment.status)
+    if after != before:
+        payment.save(
+            update_fields=["credits_clawed_back", "credits_unrecovered", "credits_reinstated", "status", "updated_at"]
+        )

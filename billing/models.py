@@ -18,6 +18,11 @@ from billing.exceptions import AppendOnlyViolation
 MAX_CREDITS_PER_CHANGE = 1_000_000_000
 # Stripe's largest charge is 8 digits of minor units (99,999,999: $999,999.99 for USD).
 MAX_AMOUNT = 99_999_999
+# What staff read when a pack breaks a limit, from the form's validators and the database's constraints alike.
+PACK_CREDITS_MIN = "A pack must give at least 1 credit."
+PACK_CREDITS_MAX = f"A pack can add at most {MAX_CREDITS_PER_CHANGE:,} credits."
+PACK_PRICE_MIN = "The price must be at least 50 (Stripe's minimum charge)."
+PACK_PRICE_MAX = f"The price can be at most {MAX_AMOUNT:,} (Stripe's largest charge)."
 
 
 class Profile(models.Model):
@@ -51,11 +56,17 @@ class CreditPack(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
     credits = models.PositiveIntegerField(
-        validators=[MinValueValidator(1), MaxValueValidator(MAX_CREDITS_PER_CHANGE)],
+        validators=[
+            MinValueValidator(1, message=PACK_CREDITS_MIN),
+            MaxValueValidator(MAX_CREDITS_PER_CHANGE, message=PACK_CREDITS_MAX),
+        ],
         help_text=f"Credits the pack adds, from 1 to {MAX_CREDITS_PER_CHANGE:,}.",
     )
     amount = models.PositiveIntegerField(
-        validators=[MinValueValidator(50), MaxValueValidator(MAX_AMOUNT)],
+        validators=[
+            MinValueValidator(50, message=PACK_PRICE_MIN),
+            MaxValueValidator(MAX_AMOUNT, message=PACK_PRICE_MAX),
+        ],
         help_text=f"Price in minor units of the currency, e.g. cents: from 50 to {MAX_AMOUNT:,} (Stripe's limits).",
     )
     currency = models.CharField(max_length=3, default="usd")
@@ -67,24 +78,24 @@ class CreditPack(models.Model):
             models.CheckConstraint(
                 condition=Q(credits__gt=0),
                 name="billing_creditpack_credits_gt_0",
-                violation_error_message="A pack must give at least 1 credit.",
+                violation_error_message=PACK_CREDITS_MIN,
             ),
             # A pack the admin accepts must be creditable in one ledger change.
             models.CheckConstraint(
                 condition=Q(credits__lte=MAX_CREDITS_PER_CHANGE),
                 name="billing_creditpack_credits_lte_max",
-                violation_error_message=f"A pack can add at most {MAX_CREDITS_PER_CHANGE:,} credits.",
+                violation_error_message=PACK_CREDITS_MAX,
             ),
             # Stripe's minimum charge is 50 cents (or its equivalent), its maximum 8 digits.
             models.CheckConstraint(
                 condition=Q(amount__gte=50),
                 name="billing_creditpack_amount_gte_50",
-                violation_error_message="The price must be at least 50 (Stripe's minimum charge).",
+                violation_error_message=PACK_PRICE_MIN,
             ),
             models.CheckConstraint(
                 condition=Q(amount__lte=MAX_AMOUNT),
                 name="billing_creditpack_amount_lte_max",
-                violation_error_message=f"The price can be at most {MAX_AMOUNT:,} (Stripe's largest charge).",
+                violation_error_message=PACK_PRICE_MAX,
             ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[a-z]{3}$"),
@@ -122,14 +133,22 @@ class Payment(models.Model):
     stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     failure_message = models.CharField(max_length=500, blank=True, default="")
+    # Refunded now, as Stripe's charge.amount_refunded says: a refund that fails drops out of it.
     amount_refunded = models.PositiveIntegerField(default=0)
+    # Refunds that failed or were canceled at Stripe: the money never left.
+    amount_refund_failed = models.PositiveIntegerField(default=0)
     amount_disputed = models.PositiveIntegerField(default=0)
+    # Disputed money Stripe returned (a dispute the merchant won).
+    amount_reinstated = models.PositiveIntegerField(default=0)
+    # Credits taken back now (clawbacks less reinstatements).
     credits_clawed_back = models.PositiveIntegerField(default=0)
     # Credits a refund or dispute should have removed but could not, because they were spent.
     credits_unrecovered = models.PositiveIntegerField(default=0)
     # Set when Stripe took the money but the credits could not be added (the ledger refused):
     # what went wrong, for staff. Empty when nothing needs a person.
     needs_attention = models.CharField(max_length=500, blank=True, default="")
+    # Credits given back after a refund failed or a dispute was won.
+    credits_reinstated = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,6 +169,10 @@ class Payment(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(credits_clawed_back__lte=models.F("credits")), name="billing_payment_clawback_lte_credits"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_reinstated__lte=models.F("amount_disputed")),
+                name="billing_payment_reinstated_lte_disputed",
             ),
         ]
         permissions = [("refund_payment", "Can refund a payment through Stripe")]
@@ -187,6 +210,7 @@ class LedgerEntry(models.Model):
         REFUND = "refund"
         DISPUTE = "dispute"
         GRANT = "grant"
+        REINSTATEMENT = "reinstatement"
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
     delta = models.BigIntegerField()

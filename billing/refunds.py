@@ -4,10 +4,11 @@ Stripe first, outside any transaction; then `fulfilment.record_refund` with the 
 amount Stripe reports refunded on the charge, so the credits come back in the same request. The
 `charge.refunded` webhook that follows carries the same cumulative amount and changes nothing.
 
-The Stripe idempotency key names the payment and the refunded total before and after
-(`payment:<id>:refund:<from>-<to>`): a double click or a resubmitted admin action asks Stripe for
+The Stripe idempotency key names the payment and the total ever refunded before and after
+(`payment:<id>:refund:<from>-<to>`, failed refunds included, so a refund made after one failed
+never reuses the failed one's key): a double click or a resubmitted admin action asks Stripe for
 the same refund twice and real Stripe makes it once. Our own books cannot double-count either
-way, because `record_refund` settles from Stripe's cumulative total, not from our request.
+way, because `record_refund` settles from cumulative totals, not from our request.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
             f"payment {payment.pk}: refund amount {amount!r} is not between 1 and the {remaining} left",
             f"The refund must be above zero and at most the {money(remaining, payment.currency)} not yet refunded.",
         )
-    refunded_after = payment.amount_refunded + amount
+    ever_refunded = payment.amount_refunded + payment.amount_refund_failed
+    refunded_after = ever_refunded + amount
     try:
         refund = stripe_gateway.create_refund(
             intent_id=payment.stripe_payment_intent_id,
             amount=amount,
-            idempotency_key=f"payment:{payment.pk}:refund:{payment.amount_refunded}-{refunded_after}",
+            idempotency_key=f"payment:{payment.pk}:refund:{ever_refunded}-{refunded_after}",
         )
     except stripe_gateway.InvalidPaymentRequest as exc:
         raise RefundError(exc.description, f"Stripe refused the refund: {exc.user_message}") from exc
@@ -68,9 +70,10 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
         actor,
         refund.status,
     )
-    # Stripe's cumulative figure also covers refunds made elsewhere (the dashboard); when the
-    # answer does not carry it, our own total after this refund is exact.
-    total = refund.charge_amount_refunded if refund.charge_amount_refunded is not None else refunded_after
+    # Both are at most everything ever refunded on the charge, which is what record_refund
+    # takes: Stripe's figure also covers refunds made elsewhere (the dashboard), ours also
+    # refunds that failed since (Stripe's figure drops them).
+    total = max(refund.charge_amount_refunded or 0, refunded_after)
     return fulfilment.record_refund(payment, amount_refunded=total)
 
 

@@ -31,6 +31,10 @@ from billing.exceptions import BillingError
 
 logger = logging.getLogger(__name__)
 
+# Stripe's events nest a handful of levels (an expanded object inside an event's object); far
+# deeper is not an event, and would only exhaust the recursion of whatever reads it next.
+MAX_EVENT_NESTING = 32
+
 UNAVAILABLE_MESSAGE = (
     "We could not reach the payment provider. Please try again in a moment; "
     "if your card was charged, the credits will be added automatically."
@@ -87,6 +91,19 @@ class Refund:
     amount: int
     status: str
     charge_amount_refunded: int | None  # the charge's cumulative refunded amount, when Stripe says
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What we need to know about a charge: which PaymentIntent made it (None for a charge made
+    through the Charges API or by another system) and every refund made on it, in any status."""
+
+    id: str
+    payment_intent: str | None
+    amount: int
+    amount_refunded: int  # Stripe's cumulative figure: failed and canceled refunds drop out of it
+    currency: str
+    refunds: tuple[Refund, ...]
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -209,14 +226,31 @@ def create_refund(*, intent_id: str, amount: int | None = None, idempotency_key:
         params["amount"] = amount
     with _translated_errors("create refund"):
         refund = client().v1.refunds.create(params=params, options={"idempotency_key": idempotency_key})
-    data = refund.to_dict()
-    charge = data.get("charge")
-    charge_refunded = charge.get("amount_refunded") if isinstance(charge, dict) else None
-    return Refund(
+    return _refund(refund.to_dict())
+
+
+# --- charges --------------------------------------------------------------------------------
+
+
+def retrieve_charge(charge_id: str) -> Charge:
+    """The charge and all of its refunds (listed in full: a charge shows at most 10 of them).
+
+    Raises InvalidPaymentRequest (http_status 404) when Stripe does not know the charge.
+    """
+    with _translated_errors("retrieve charge", quiet=True):
+        data = client().v1.charges.retrieve(charge_id).to_dict()
+        listed = client().v1.refunds.list(params={"charge": charge_id, "limit": 100})
+        refunds = tuple(_refund(refund.to_dict()) for refund in listed.auto_paging_iter())
+    intent = data.get("payment_intent")
+    if isinstance(intent, dict):
+        intent = intent.get("id")
+    return Charge(
         id=data["id"],
+        payment_intent=intent if isinstance(intent, str) and intent else None,
         amount=int(data.get("amount") or 0),
-        status=str(data.get("status") or ""),
-        charge_amount_refunded=int(charge_refunded) if isinstance(charge_refunded, int) else None,
+        amount_refunded=int(data.get("amount_refunded") or 0),
+        currency=str(data.get("currency") or "").lower(),
+        refunds=refunds,
     )
 
 
@@ -234,14 +268,43 @@ def construct_event(payload: bytes, sig_header: str) -> dict:
         raise WebhookSignatureError(f"webhook signature: {exc.user_message or exc}", "Invalid signature.") from exc
     try:
         event = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookSignatureError(f"webhook body is not JSON: {exc}", "Invalid payload.") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: Python's parser recurses per nesting level and gives up near 1000.
+        raise WebhookSignatureError(f"webhook body is not JSON: {type(exc).__name__}", "Invalid payload.") from exc
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise WebhookSignatureError("webhook body is not a Stripe event", "Invalid payload.")
+    if _nesting(event) > MAX_EVENT_NESTING:
+        # A body that parses can still be too deep to store or to serialise again (each of
+        # those recurses too, from deeper in the stack): refuse it here, while that is cheap.
+        raise WebhookSignatureError("webhook body nests too deep for a Stripe event", "Invalid payload.")
     return event
 
 
+def _nesting(value) -> int:
+    """How deep objects and lists nest in parsed JSON (iterative: the value may nest deep)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            pending.extend((item, depth + 1) for item in value)
+    return deepest
+
+
 # --- internals -------------------------------------------------------------------------------
+
+
+def _refund(data: dict) -> Refund:
+    charge = data.get("charge")
+    charge_refunded = charge.get("amount_refunded") if isinstance(charge, dict) else None
+    return Refund(
+        id=data["id"],
+        amount=int(data.get("amount") or 0),
+        status=str(data.get("status") or ""),
+        charge_amount_refunded=int(charge_refunded) if isinstance(charge_refunded, int) else None,
+    )
 
 
 def _intent(obj) -> Intent:

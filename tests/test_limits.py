@@ -14,8 +14,9 @@ from django.urls import reverse
 
 from billing import ledger
 from billing.fulfilment import CREDITING_REFUSED_MESSAGE
-from billing.models import MAX_AMOUNT, MAX_CREDITS_PER_CHANGE, CreditPack, LedgerEntry, Payment, Profile
+from billing.models import MAX_AMOUNT, MAX_CREDITS_PER_CHANGE, CreditPack, LedgerEntry, Payment, Profile, StripeEvent
 from scripts import localstripe_server
+from tests import stripe_events as events
 from tests.stripe_helpers import VISA, card, post_json
 from tests.test_reconcile import intent_for, new_payment
 
@@ -128,3 +129,17 @@ def test_reconcile_settles_the_rest_when_one_payment_cannot_be_settled(stripe, u
     stuck.refresh_from_db()
     assert later.status == Payment.Status.SUCCEEDED
     assert stuck.status == Payment.Status.PENDING and stuck.needs_attention
+
+
+@pytest.mark.postgres
+def test_a_ledger_refusal_in_the_webhook_fails_the_event_and_keeps_the_flag(client, user):
+    payment = events.make_payment(user)
+    near_the_64_bit_limit(user)
+    response = events.post(client, events.intent_succeeded(payment))
+    assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR  # Stripe retries it
+    assert response["Content-Type"] == "application/json"
+    assert StripeEvent.objects.get().status == StripeEvent.Status.FAILED
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
+    assert "could not be added" in payment.needs_attention
+    assert not LedgerEntry.objects.filter(payment=payment).exists()

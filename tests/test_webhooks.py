@@ -2,15 +2,20 @@
 delivered through the test client as raw bodies (localstripe never sends charge.refunded or
 disputes, and cannot send duplicates, stale or tampered deliveries)."""
 
+import threading
 import time
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from django.contrib.auth.models import Permission
+from django.db import connections
 from django.test import Client
 
-from billing import ledger
+from billing import charges, ledger, stripe_gateway
 from billing.models import LedgerEntry, Payment, StripeEvent
+from scripts.localstripe_server import free_port
 from tests import stripe_events as events
 from tests.conftest import run_in_processes
 
@@ -28,6 +33,27 @@ def _entries(payment):
 
 def _stored(event) -> StripeEvent:
     return StripeEvent.objects.get(event_id=event["id"])
+
+
+@pytest.fixture
+def paid(localstripe, user):
+    """A payment charged at localstripe through a PaymentIntent, and credited (5 credits)."""
+    result = charges.start_charge(user, pack_slug="starter", payment_method="pm_card_visa")
+    assert result.status == "succeeded"
+    return result.payment
+
+
+def _charge_of(payment) -> str:
+    return stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id).latest_charge_id
+
+
+def _charges_api_charge() -> str:
+    """A charge made through the Charges API, as the original Node app made them: no PaymentIntent."""
+    charge = stripe_gateway.client().v1.charges.create(
+        params={"amount": 500, "currency": "usd", "source": "pm_card_visa"}
+    )
+    assert charge.payment_intent is None
+    return charge.id
 
 
 def _credited(client, payment):
@@ -102,6 +128,27 @@ def test_malformed_body_with_a_valid_signature_is_400_never_500(client, db, body
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert "error" in response.json()
     assert not StripeEvent.objects.exists()
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 100_000])
+def test_a_deeply_nested_signed_body_is_400_never_500(client, db, depth):
+    nested = b"[" * depth + b"]" * depth
+    body = b'{"id": "evt_deep", "type": "payment_intent.succeeded", "data": {"object": {"x": ' + nested + b"}}}"
+    response = events.post(client, body)  # signed with the right secret
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json() == {"error": "Invalid payload."}
+    assert not StripeEvent.objects.exists()
+
+
+def test_a_body_over_the_upload_limit_is_answered_in_json(client, payment, user, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4_000
+    event = events.intent_succeeded(payment)
+    event["data"]["object"]["description"] = "x" * 5_000
+    response = events.post(client, event)
+    assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert response.json() == {"error": "Payload too large."}
+    assert not StripeEvent.objects.exists()
+    assert ledger.get_balance(user) == 0
 
 
 def test_only_post(client, db):
@@ -348,13 +395,116 @@ def test_dispute_found_through_an_expanded_charge(client, payment, user):
     assert ledger.get_balance(user) == 0
 
 
-def test_dispute_naming_no_intent_fails_loudly(client, payment, user):
-    _credited(client, payment)
-    event = events.dispute_created(payment)
+def test_dispute_on_a_charges_api_charge_is_ignored_never_retried(client, paid, user):
+    """Disputes on charges made without a PaymentIntent (the original Node app's, or another
+    system's on the same Stripe account) name no payment_intent; Stripe says the charge has none."""
+    event = events.dispute(paid, charge=_charges_api_charge())
     del event["data"]["object"]["payment_intent"]
-    assert events.post(client, event).status_code == HTTPStatus.INTERNAL_SERVER_ERROR
-    assert "names no payment_intent" in _stored(event).error
+    response = events.post(client, event)
+    assert response.status_code == HTTPStatus.OK
+    assert response.json()["status"] == "ignored"
+    assert "made without a PaymentIntent" in _stored(event).error
+    paid.refresh_from_db()
+    assert (paid.status, paid.amount_disputed) == (Payment.Status.SUCCEEDED, 0)
     assert ledger.get_balance(user) == 5
+
+
+def test_dispute_naming_only_our_charge_is_matched_by_asking_stripe(client, paid, user):
+    event = events.dispute(paid, charge=_charge_of(paid))
+    del event["data"]["object"]["payment_intent"]
+    assert events.post(client, event).json()["status"] == "processed"
+    paid.refresh_from_db()
+    assert (paid.status, paid.credits_clawed_back) == (Payment.Status.DISPUTED, 5)
+    assert ledger.get_balance(user) == 0
+
+
+def test_dispute_on_a_charge_stripe_does_not_know_is_ignored(client, paid, user):
+    event = events.dispute(paid, charge="ch_NotOnThisAccount1")
+    del event["data"]["object"]["payment_intent"]
+    assert events.post(client, event).json()["status"] == "ignored"
+    assert "Stripe does not know charge ch_NotOnThisAccount1" in _stored(event).error
+    assert ledger.get_balance(user) == 5
+
+
+def test_when_stripe_cannot_be_asked_the_event_fails_and_its_redelivery_settles_it(
+    client, paid, user, settings, localstripe
+):
+    event = events.dispute(paid, charge=_charge_of(paid))
+    del event["data"]["object"]["payment_intent"]
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    response = events.post(client, event)
+    assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert "error" in response.json()
+    stored = _stored(event)
+    assert (stored.status, stored.error.split(":")[0]) == ("failed", "StripeUnavailable")
+    assert ledger.get_balance(user) == 5
+
+    settings.STRIPE_API_BASE = localstripe  # Stripe is back; it redelivers
+    assert events.post(client, event).json()["status"] == "processed"
+    stored.refresh_from_db()
+    assert (stored.status, stored.attempts) == ("processed", 2)
+    assert ledger.get_balance(user) == 0
+
+
+class _WatchingProxy(BaseHTTPRequestHandler):
+    """Forwards Stripe API reads to localstripe, noting whether the webhook's database
+    connection was inside a transaction at the moment it asked."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        server = self.server
+        server.seen.append(server.watched.in_atomic_block)
+        answer = requests.get(server.upstream + self.path, headers={"Authorization": "Bearer sk_test"}, timeout=5)
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.django_db(transaction=True)  # no test transaction around the request: the view's own are seen
+def test_stripe_is_asked_outside_any_database_transaction(client, localstripe, settings, user):
+    result = charges.start_charge(user, pack_slug="starter", payment_method="pm_card_visa")
+    event = events.dispute(result.payment, charge=_charge_of(result.payment))
+    del event["data"]["object"]["payment_intent"]
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _WatchingProxy)
+    # This thread's own connection object (the view runs in this thread; `connection` would
+    # resolve to the proxy thread's).
+    proxy.upstream, proxy.watched, proxy.seen = localstripe, connections["default"], []
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    settings.STRIPE_API_BASE = f"http://127.0.0.1:{proxy.server_address[1]}"
+    try:
+        assert events.post(client, event).json()["status"] == "processed"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.seen and not any(proxy.seen), proxy.seen
+    assert ledger.get_balance(user) == 0
+
+
+def test_refund_of_a_charge_made_without_a_payment_intent_is_ignored_whatever_its_metadata(client, payment, user):
+    _credited(client, payment)
+    event = events.charge_refunded(payment, refunds=[500])
+    charge = event["data"]["object"]
+    charge["payment_intent"] = None
+    charge["metadata"] = {"payment_id": str(payment.pk), "user_id": str(user.pk)}  # another system's
+    assert events.post(client, event).json()["status"] == "ignored"
+    assert "not made through a PaymentIntent" in _stored(event).error
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.status) == (0, Payment.Status.SUCCEEDED)
+    assert ledger.get_balance(user) == 5
+
+
+def test_refund_event_without_the_refund_list_asks_stripe(client, paid, user):
+    """API versions since 2022-11-15 no longer list a charge's refunds in charge.refunded."""
+    stripe_gateway.create_refund(intent_id=paid.stripe_payment_intent_id, amount=200, idempotency_key="dashboard")
+    event = events.charge_refunded(paid, refunds=[200], charge=_charge_of(paid))
+    del event["data"]["object"]["refunds"]
+    assert events.post(client, event).json()["status"] == "processed"
+    paid.refresh_from_db()
+    assert (paid.amount_refunded, paid.credits_clawed_back) == (200, 2)
+    assert ledger.get_balance(user) == 3
 
 
 def test_dispute_after_credits_were_spent_records_the_shortfall(client, payment, user):
@@ -432,6 +582,48 @@ def test_refund_of_a_charge_that_is_not_ours_is_ignored(client, payment, user):
     event["data"]["object"]["payment_intent"] = "pi_3PzQzzFq2Ydq7PHJ1nOtOurs"
     assert events.post(client, event).json()["status"] == "ignored"
     assert ledger.get_balance(user) == 5
+
+
+def test_success_naming_another_user_never_credits(client, payment, user, other_user):
+    event = events.intent_succeeded(payment)
+    event["data"]["object"]["metadata"]["user_id"] = str(other_user.pk)
+    response = events.post(client, event)
+    # Our own intent naming another user contradicts our records: failed, for staff to see.
+    assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert _stored(event).error.startswith("PaymentMismatch:")
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.PENDING
+    assert (ledger.get_balance(user), ledger.get_balance(other_user)) == (0, 0)
+
+
+def test_an_intent_we_never_stored_naming_another_user_is_ignored(client, payment, user, other_user):
+    """Intents older than payment_ref name only payment_id and user_id: another installation's
+    payment with the same id has another user, and is not ours."""
+    event = events.intent_succeeded(payment)
+    event["data"]["object"]["metadata"]["user_id"] = str(other_user.pk)
+    Payment.objects.filter(pk=payment.pk).update(stripe_payment_intent_id=None)
+    response = events.post(client, event)
+    assert response.status_code == HTTPStatus.OK
+    assert response.json()["status"] == "ignored"
+    payment.refresh_from_db()
+    assert (payment.status, payment.stripe_payment_intent_id) == (Payment.Status.PENDING, None)
+    assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["payment_failed", "refunded", "disputed"])
+def test_other_events_naming_another_user_change_nothing(client, payment, user, other_user, kind):
+    if kind == "payment_failed":
+        event = events.intent_failed(payment)
+    else:
+        _credited(client, payment)
+        event = events.charge_refunded(payment, refunds=[500]) if kind == "refunded" else events.dispute(payment)
+    event["data"]["object"]["metadata"] = {"payment_id": str(payment.pk), "user_id": str(other_user.pk)}
+    assert events.post(client, event).status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert _stored(event).error.startswith("PaymentMismatch:")
+    payment.refresh_from_db()
+    expected = Payment.Status.PENDING if kind == "payment_failed" else Payment.Status.SUCCEEDED
+    assert (payment.status, payment.credits_clawed_back) == (expected, 0)
+    assert ledger.get_balance(user) == (0 if kind == "payment_failed" else 5)
 
 
 def test_metadata_and_intent_naming_different_payments_fails(client, payment, make_user):

@@ -85,48 +85,88 @@ def intent_failed(payment: Payment, *, message: str = "Your card was declined.")
     return event
 
 
-def charge_refunded(payment: Payment, *, refunds: list[int]) -> dict:
-    """charge.refunded after the refunds `refunds` (amounts, oldest first) were made on the payment's charge."""
+def charge_refunded(payment: Payment, *, refunds: list, charge: str | None = None) -> dict:
+    """charge.refunded after the refunds `refunds` (oldest first) were made on the payment's charge.
+
+    Each refund is an amount (a refund that went through) or `(refund id, amount, status)`;
+    Stripe's `amount_refunded` leaves out the failed and canceled ones.
+    """
+    refunds = [r if isinstance(r, tuple) else (f"re_{uuid.uuid4().hex[:24]}", r, "succeeded") for r in refunds]
+    standing = [amount for _, amount, status in refunds if status not in ("failed", "canceled")]
     event = load("charge.refunded")
-    charge = event["data"]["object"]
-    template = charge["refunds"]["data"][0]
-    charge.update(
-        id=charge_id(payment),
+    obj = event["data"]["object"]
+    template = obj["refunds"]["data"][0]
+    obj.update(
+        id=charge or charge_id(payment),
         amount=payment.amount,
         amount_captured=payment.amount,
-        amount_refunded=sum(refunds),
+        amount_refunded=sum(standing),
         currency=payment.currency,
         payment_intent=payment.stripe_payment_intent_id,
-        refunded=sum(refunds) >= payment.amount,
+        refunded=sum(standing) >= payment.amount,
     )
-    charge["refunds"].update(
+    obj["refunds"].update(
         data=[
             {
                 **template,
-                "id": f"re_{uuid.uuid4().hex[:24]}",
+                "id": refund_id,
                 "amount": amount,
-                "charge": charge["id"],
+                "charge": obj["id"],
                 "currency": payment.currency,
                 "payment_intent": payment.stripe_payment_intent_id,
+                "status": status,
             }
-            for amount in reversed(refunds)  # Stripe lists the newest first
+            for refund_id, amount, status in reversed(refunds)  # Stripe lists the newest first
         ],
         total_count=len(refunds),
-        url=f"/v1/charges/{charge['id']}/refunds",
+        url=f"/v1/charges/{obj['id']}/refunds",
     )
-    event["data"]["previous_attributes"]["amount_refunded"] = sum(refunds[:-1])
+    event["data"]["previous_attributes"]["amount_refunded"] = sum(standing[:-1])
+    return event
+
+
+def dispute(
+    payment: Payment,
+    event_type: str = "charge.dispute.created",
+    *,
+    status: str | None = None,
+    dispute_id: str | None = None,
+    amount: int | None = None,
+    charge: str | None = None,
+) -> dict:
+    """A charge.dispute.* event about the payment's charge (funds_withdrawn has created's shape)."""
+    event = load(event_type if (HERE / f"{event_type}.json").exists() else "charge.dispute.created")
+    event["type"] = event_type
+    obj = event["data"]["object"]
+    obj.update(
+        id=dispute_id or f"dp_{uuid.uuid4().hex[:24]}",
+        amount=payment.amount if amount is None else amount,
+        charge=charge or charge_id(payment),
+        currency=payment.currency,
+        payment_intent=payment.stripe_payment_intent_id,
+    )
+    if status is not None:
+        obj["status"] = status
     return event
 
 
 def dispute_created(payment: Payment, *, amount: int | None = None) -> dict:
-    event = load("charge.dispute.created")
-    dispute = event["data"]["object"]
-    dispute.update(
-        id=f"dp_{uuid.uuid4().hex[:24]}",
-        amount=payment.amount if amount is None else amount,
-        charge=charge_id(payment),
+    return dispute(payment, "charge.dispute.created", amount=amount)
+
+
+def refund_updated(
+    payment: Payment, event_type: str = "refund.failed", *, refund_id: str, amount: int, charge: str, status="failed"
+) -> dict:
+    """A refund.failed, refund.updated or charge.refund.updated event for one refund of the payment's charge."""
+    event = load(event_type if (HERE / f"{event_type}.json").exists() else "refund.failed")
+    event["type"] = event_type
+    event["data"]["object"].update(
+        id=refund_id,
+        amount=amount,
+        charge=charge,
         currency=payment.currency,
         payment_intent=payment.stripe_payment_intent_id,
+        status=status,
     )
     return event
 
