@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 Status = Payment.Status
 PACK_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
 PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,200}")
+CARD_TOKEN_ID = re.compile(r"tok_[A-Za-z0-9_]{1,200}")
 FAILED_AT_STRIPE = ("requires_payment_method", "canceled")
 
 
@@ -68,14 +69,19 @@ class ChargeResult:
 # --- the use cases ---------------------------------------------------------------------------
 
 
-def start_charge(user, *, pack_slug, payment_method) -> ChargeResult:
-    """Charge `user` for the active pack `pack_slug` with the card `payment_method` ("pm_...").
+def start_charge(user, *, pack_slug, payment_method, accept_card_tokens=False) -> ChargeResult:
+    """Charge `user` for the active pack `pack_slug` with the card `payment_method` ("pm_...", or
+    with `accept_card_tokens` also a legacy "tok_..." the original React client posts).
 
     Raises InvalidCharge (nothing created) for bad input; CardDeclined or InvalidPaymentRequest
     (the payment recorded as failed) when Stripe refuses; StripeUnavailable (the payment left
-    pending) when Stripe cannot be reached or its answer is lost.
+    pending) when Stripe cannot be reached or its answer is lost. A token Stripe will not turn
+    into a PaymentMethod (unknown, already used, Stripe unreachable) raises before any Payment
+    exists, so nothing is left half-made.
     """
     pack = _pack_for_sale(pack_slug)
+    if accept_card_tokens and isinstance(payment_method, str) and CARD_TOKEN_ID.fullmatch(payment_method):
+        payment_method = stripe_gateway.create_payment_method_from_token(payment_method)
     payment_method = _payment_method_id(payment_method)
     payment = Payment.objects.create(
         user=user,

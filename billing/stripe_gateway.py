@@ -174,6 +174,21 @@ def create_payment_intent(
     return _intent(intent)
 
 
+def create_payment_method_from_token(token: str) -> str:
+    """Turn a legacy card token ("tok_...", from Checkout or Stripe.js v2) into a PaymentMethod id,
+    the way Stripe documents for moving to PaymentIntents (`card[token]`).
+
+    Stripe lets a token be used once: the idempotency key makes a retried request (after a lost
+    answer) get the same PaymentMethod back instead of "token already used".
+    """
+    params = {"type": "card", "card": {"token": token}}
+    with _translated_errors("create payment method from token"):
+        payment_method = client().v1.payment_methods.create(
+            params=params, options={"idempotency_key": f"token:{token}:payment-method"}
+        )
+    return payment_method.id
+
+
 def confirm_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
     """Confirm an intent that is waiting for confirmation (after 3-D Secure with manual confirmation)."""
     with _translated_errors("confirm payment intent"):

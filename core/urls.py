@@ -2,6 +2,7 @@ from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts import views as accounts_views
 from billing import api
 from core import views
 
@@ -17,5 +18,8 @@ urlpatterns = [
     path("api/stripe", api.stripe_charge, name="api_stripe"),
     path("api/logout", api.logout, name="api_logout"),
     path("accounts/", include("allauth.urls")),
+    # The original React client's Google sign-in addresses (README, JSON API).
+    path("auth/google", accounts_views.google_login, name="auth_google"),
+    path("auth/google/callback", accounts_views.google_callback, name="auth_google_callback"),
     path("admin/", admin.site.urls),
 ]

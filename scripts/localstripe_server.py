@@ -27,6 +27,8 @@ def main() -> None:
 
     app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
     app.middlewares.insert(0, web.middleware(_idempotency_keys))
+    # Innermost: after localstripe's own error, auth and save-to-disk middlewares.
+    app.middlewares.append(web.middleware(_payment_method_from_card_token))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
@@ -92,6 +94,51 @@ async def _publishable_key_creates_payment_methods(request, handler):
     ):
         request = request.clone(headers={**request.headers, "Authorization": "Bearer sk_localstripe_browser"})
     return await handler(request)
+
+
+# --- extension: PaymentMethod from a legacy card token -----------------------------------------
+# Stripe documents `POST /v1/payment_methods` with `type=card&card[token]=tok_...` for turning a
+# legacy Checkout / Stripe.js v2 token into a PaymentMethod; localstripe 1.15 answers 400 (it only
+# knows raw card numbers). This creates the PaymentMethod from the token's card, once per token, and
+# answers unknown or reused tokens the way Stripe does (400 invalid_request_error).
+
+
+async def _payment_method_from_card_token(request, handler):
+    if request.method != "POST" or request.path != "/v1/payment_methods":
+        return await handler(request)
+    from localstripe.errors import UserError
+    from localstripe.resources import PaymentMethod, store
+    from localstripe.server import get_post_data, json_response
+
+    data = await get_post_data(request) or {}
+    card = data.get("card")
+    if not isinstance(card, dict) or set(card) != {"token"}:
+        return await handler(request)
+    token_id = card["token"]
+    token = store.get(f"token:{token_id}") if isinstance(token_id, str) else None
+    if token is None:
+        raise UserError(400, f"No such token: '{token_id}'", {"code": "resource_missing", "param": "card[token]"})
+    if getattr(token, "_used_by", None):
+        raise UserError(
+            400, f"You cannot use a Stripe token more than once: {token_id}.", {"code": "token_already_used"}
+        )
+    extra = {key: value for key, value in data.items() if key in ("billing_details", "metadata")}
+    payment_method = PaymentMethod(
+        type="card",
+        # The token keeps no CVC (Stripe checked it when the token was made); localstripe wants one.
+        card={
+            "number": token.card._card_number,
+            "exp_month": token.card.exp_month,
+            "exp_year": token.card.exp_year,
+            "cvc": "000",
+        },
+        **extra,
+    )
+    token._used_by = payment_method.id
+    return json_response(payment_method._export())
+
+
+# --- helpers for tests and `make run` ----------------------------------------------------------
 
 
 def free_port() -> int:

@@ -62,3 +62,21 @@ def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.05, messag
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def legacy_token(base: str, number: str, *, email: str = "alice@example.com") -> dict:
+    """The token object legacy Checkout / react-stripe-checkout hands the original client: created
+    in the browser with the publishable key (`POST /v1/tokens`), plus the email Checkout asked for."""
+    response = requests.post(
+        f"{base}/v1/tokens",
+        data={
+            "key": "pk_test_suite",
+            "card[number]": number,
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        },
+        timeout=5,
+    )
+    response.raise_for_status()
+    return {**response.json(), "email": email}

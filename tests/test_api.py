@@ -49,8 +49,13 @@ def test_stripe_charges_the_default_pack_and_answers_the_user(localstripe, signe
     response = post_json(signed_in_client, STRIPE, {"id": card(VISA)})
 
     assert response.status_code == HTTPStatus.OK, response.content
-    assert response.json() == {"id": user.pk, "email": "alice@example.com", "credits": 5}
     payment = Payment.objects.get(user=user)
+    assert response.json() == {
+        "id": user.pk,
+        "email": "alice@example.com",
+        "credits": 5,
+        "payment": {"id": payment.pk, "status": "succeeded", "client_secret": None},
+    }
     assert (payment.pack.slug, payment.status, payment.amount) == ("starter", "succeeded", 500)
     assert LedgerEntry.objects.get(payment=payment).delta == 5
 
@@ -71,15 +76,24 @@ def test_stripe_decline_answers_like_the_charge_endpoint(localstripe, signed_in_
     assert ledger.get_balance(user) == 0
 
 
-def test_stripe_3ds_answers_requires_action_then_confirm_credits(localstripe, signed_in_client, user):
+def test_stripe_3ds_answers_the_user_with_the_payment_beside_it_then_confirm_credits(
+    localstripe, signed_in_client, user
+):
     response = post_json(signed_in_client, STRIPE, {"id": card(THREE_D_SECURE)})
     payment = Payment.objects.get(user=user)
     body = response.json()
     assert response.status_code == HTTPStatus.OK
-    assert body == {"status": "requires_action", "client_secret": body["client_secret"], "payment": payment.pk}
+    # User-shaped, so the original client's header keeps showing the balance.
+    assert body == {
+        "id": user.pk,
+        "email": "alice@example.com",
+        "credits": 0,
+        "payment": {"id": payment.pk, "status": "requires_action", "client_secret": body["payment"]["client_secret"]},
+    }
+    assert body["payment"]["client_secret"].startswith(payment.stripe_payment_intent_id)
     assert ledger.get_balance(user) == 0
 
-    complete_3ds(localstripe, payment.stripe_payment_intent_id, body["client_secret"])
+    complete_3ds(localstripe, payment.stripe_payment_intent_id, body["payment"]["client_secret"])
     confirmed = post_json(signed_in_client, f"/billing/charge/{payment.pk}/confirm/")
     assert confirmed.json() == {"status": "succeeded", "credits": 5, "added": 5, "payment": payment.pk}
 
@@ -101,7 +115,9 @@ def test_stripe_unreachable_answers_503(localstripe, closed_stripe, signed_in_cl
         b'{"id": null}',
         b'{"id": 4242}',
         b'{"id": {"id": "pm_card_visa"}}',
-        b'{"id": "tok_visa"}',
+        b'{"id": "card_123"}',
+        b'{"id": "tok_"}',
+        b'{"id": "tok_visa; drop"}',
     ],
 )
 def test_stripe_bad_input_answers_400_and_creates_nothing(closed_stripe, signed_in_client, user, body):
