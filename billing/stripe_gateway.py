@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 
 import stripe
@@ -178,13 +179,14 @@ def create_payment_method_from_token(token: str) -> str:
     """Turn a legacy card token ("tok_...", from Checkout or Stripe.js v2) into a PaymentMethod id,
     the way Stripe documents for moving to PaymentIntents (`card[token]`).
 
-    Stripe lets a token be used once: the idempotency key makes a retried request (after a lost
-    answer) get the same PaymentMethod back instead of "token already used".
+    Stripe lets a token be used once. The idempotency key is this call's own: the SDK's retries
+    of it (after a lost answer) get the same PaymentMethod back instead of "token already used",
+    while a second request with the same token is refused by Stripe, so it can never pay twice.
     """
     params = {"type": "card", "card": {"token": token}}
     with _translated_errors("create payment method from token"):
         payment_method = client().v1.payment_methods.create(
-            params=params, options={"idempotency_key": f"token:{token}:payment-method"}
+            params=params, options={"idempotency_key": f"token:{token}:payment-method:{uuid.uuid4().hex}"}
         )
     return payment_method.id
 
