@@ -6,10 +6,10 @@ from http import HTTPStatus
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
 from django.http import JsonResponse
-from django.shortcuts import render
 
 from billing.exceptions import InsufficientCredits
 from billing.ledger import spend_credits
+from billing.pages import render_page
 
 
 def wants_json(request) -> bool:
@@ -53,7 +53,7 @@ def credits_required(cost: int, *, reason: str | None = None):
                         {"error": short.user_message, "credits": short.balance, "required": cost},
                         status=HTTPStatus.PAYMENT_REQUIRED,
                     )
-                return render(
+                return render_page(
                     request,
                     "billing/insufficient_credits.html",
                     {"required": cost, "balance": short.balance},

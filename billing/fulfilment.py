@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from billing import ledger
+from billing import ledger, signals
 from billing.exceptions import BillingError
 from billing.models import LedgerEntry, Payment
 
@@ -69,6 +69,14 @@ def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: s
         idempotency_key=purchase_key(payment),
     )
     logger.info("payment %s credited %s via %s", payment.pk, payment.credits, source)
+    signals.send_after_commit(
+        signals.credits_purchased,
+        sender=Payment,
+        payment=payment,
+        user=payment.user,
+        entry=entry,
+        credits=payment.credits,
+    )
     # A refund or dispute that arrived before the success is settled now.
     _settle_clawback(payment)
     return Fulfilment(payment, entry, newly_credited=True)
@@ -167,10 +175,25 @@ def _record_taken_back(payment: Payment, field: str, amount: int) -> Payment:
     event carries a smaller total), then settle the clawback. Runs in the caller's transaction."""
     payment = _lock(payment)
     _check_amount(payment, amount)
-    if amount > getattr(payment, field):
+    previous = getattr(payment, field)
+    if amount > previous:
         setattr(payment, field, amount)
         payment.save(update_fields=[field, "updated_at"])
     _settle_clawback(payment)
+    if amount > previous and field == "amount_refunded":
+        signals.send_after_commit(
+            signals.payment_refunded,
+            sender=Payment,
+            payment=payment,
+            user=payment.user,
+            amount_refunded=amount,
+            amount=amount - previous,
+            credits_clawed_back=payment.credits_clawed_back,
+        )
+    elif amount > previous:
+        signals.send_after_commit(
+            signals.payment_disputed, sender=Payment, payment=payment, user=payment.user, amount_disputed=amount
+        )
     return payment
 
 
@@ -201,6 +224,14 @@ def _settle_clawback(payment: Payment) -> None:
         payment.credits_unrecovered += shortfall
         if shortfall:
             logger.warning("payment %s: %s credits could not be clawed back (spent)", payment.pk, shortfall)
+            signals.send_after_commit(
+                signals.clawback_shortfall,
+                sender=Payment,
+                payment=payment,
+                user=payment.user,
+                shortfall=shortfall,
+                credits_unrecovered=payment.credits_unrecovered,
+            )
     if payment.amount_disputed:
         payment.status = Status.DISPUTED
     elif payment.amount_refunded >= payment.amount:

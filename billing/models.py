@@ -4,10 +4,10 @@ Money is integer minor units (cents) and credits are integers; the database refu
 never happen (a negative balance, a zero ledger delta, a second row for a unique key).
 """
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from billing.conf import app_settings
 from billing.exceptions import AppendOnlyViolation
 
 
@@ -17,7 +17,7 @@ class Profile(models.Model):
     Only billing.ledger writes `credits`.
     """
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    user = models.OneToOneField(app_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     credits = models.IntegerField(default=0, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -70,7 +70,7 @@ class Payment(models.Model):
         REFUNDED = "refunded"
         DISPUTED = "disputed"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
+    user = models.ForeignKey(app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
     pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="payments")
     credits = models.PositiveIntegerField()
     amount = models.PositiveIntegerField()
@@ -147,7 +147,7 @@ class LedgerEntry(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     reason = models.CharField(max_length=255)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries")
     idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)

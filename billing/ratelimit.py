@@ -12,7 +12,7 @@ fixed window), incremented with a single atomic statement that both PostgreSQL a
     RETURNING hits
 
 No read-then-write, so concurrent requests on any number of servers each get their own count.
-The limit is `settings.BILLING_CHARGE_RATE_LIMIT`, "<requests>/<seconds>" (e.g. "10/60"), or
+The limit is `app_settings.BILLING_CHARGE_RATE_LIMIT`, "<requests>/<seconds>" (e.g. "10/60"), or
 "off". Over the limit the view is not called: 429 JSON with a clear message and Retry-After.
 """
 
@@ -23,11 +23,11 @@ import time
 from functools import wraps
 from http import HTTPStatus
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
 from django.http import JsonResponse
 
+from billing.conf import app_settings
 from billing.models import RateLimitCounter
 
 OFF = ("", "0", "off", "none")
@@ -90,7 +90,7 @@ def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
     def decorator(view):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
-            rate = parse_rate(getattr(settings, setting, None), name=setting)
+            rate = parse_rate(getattr(app_settings, setting, None), name=setting)
             user = getattr(request, "user", None)
             if rate is None or request.method != "POST" or user is None or not user.is_authenticated:
                 return view(request, *args, **kwargs)

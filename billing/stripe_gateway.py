@@ -25,8 +25,8 @@ import os
 from dataclasses import dataclass, field
 
 import stripe
-from django.conf import settings
 
+from billing.conf import app_settings
 from billing.exceptions import BillingError
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,10 @@ class Refund:
 def client() -> stripe.StripeClient:
     """A StripeClient configured from settings (cached per configuration and process)."""
     return _client(
-        settings.STRIPE_SECRET_KEY,
-        settings.STRIPE_API_BASE,
-        float(settings.STRIPE_TIMEOUT_SECONDS),
-        int(settings.STRIPE_MAX_NETWORK_RETRIES),
+        app_settings.STRIPE_SECRET_KEY,
+        app_settings.STRIPE_API_BASE,
+        float(app_settings.STRIPE_TIMEOUT_SECONDS),
+        int(app_settings.STRIPE_MAX_NETWORK_RETRIES),
         os.getpid(),  # a forked worker must not reuse its parent's connections
     )
 
@@ -218,7 +218,7 @@ def construct_event(payload: bytes, sig_header: str) -> dict:
     return the event as a plain dict."""
     try:
         stripe.WebhookSignature.verify_header(
-            payload, sig_header, settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
+            payload, sig_header, app_settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
         )
     except stripe.SignatureVerificationError as exc:
         raise WebhookSignatureError(f"webhook signature: {exc.user_message or exc}", "Invalid signature.") from exc

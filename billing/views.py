@@ -3,17 +3,17 @@ import logging
 from functools import wraps
 from http import HTTPStatus
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
-from django.shortcuts import render
 
 from billing import charges, selectors, stripe_gateway
+from billing.conf import app_settings
 from billing.exceptions import BillingError
 from billing.fulfilment import PaymentMismatch
 from billing.ledger import get_balance
+from billing.pages import render_page
 from billing.ratelimit import rate_limited
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def billing_page(request):
     """Balance, packs to buy, payment history and the ledger (paginated, newest first)."""
     balance = get_balance(request.user)
-    return render(
+    return render_page(
         request,
         "billing/index.html",
         {
@@ -32,7 +32,7 @@ def billing_page(request):
             "packs": selectors.active_packs(),
             "payments": selectors.recent_payments(request.user),
             "ledger": selectors.ledger_page(
-                request.user, request.GET.get("page"), per_page=settings.BILLING_LEDGER_PAGE_SIZE
+                request.user, request.GET.get("page"), per_page=app_settings.BILLING_LEDGER_PAGE_SIZE
             ),
         },
     )

@@ -1,16 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from billing import api
 from core import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("fortune/", views.fortune, name="fortune"),
     path("billing/", include("billing.urls")),
-    path("api/current_user", api.current_user, name="api_current_user"),
-    path("api/stripe", api.stripe_charge, name="api_stripe"),
-    path("api/logout", api.logout, name="api_logout"),
+    path("api/", include("billing.urls_emaily")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]
