@@ -28,6 +28,7 @@ from billing.ledger import MAX_DELTA, adjust_credits
 from billing.models import CreditPack, LedgerEntry, Payment, Profile, StripeEvent
 from billing.refunds import refund_payment
 from billing.templatetags.billing_money import money
+from billing.users import display_name, email_field, lookup_fields
 from billing.webhooks import reprocess_event
 
 ADJUST_PERMISSION = "billing.adjust_credits"
@@ -46,10 +47,11 @@ class EmailSearchMixin:
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        if "@" in term and " " not in term:
+        email = email_field()
+        if email and "@" in term and " " not in term:
             user_ids = list(
                 get_user_model()
-                .objects.annotate(email_lower=Lower("email"))
+                ._default_manager.annotate(email_lower=Lower(email))
                 .filter(email_lower=term.lower())
                 .values_list("pk", flat=True)
             )
@@ -96,7 +98,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     search_help_text = "An email address, or part of one."
     list_display = ["email", "credits", "created_at"]
     list_select_related = ["user"]
-    search_fields = ["user__email"]
+    search_fields = [f"user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
     fields = ["user", "credits", "stripe_customer_id", "created_at", "recent_ledger"]
@@ -104,9 +106,9 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     change_form_template = "admin/billing/profile/change_form.html"
     recent_ledger_size = 20
 
-    @admin.display(description="email", ordering="user__email")
+    @admin.display(description="user", ordering=f"user__{lookup_fields()[0]}")
     def email(self, profile):
-        return profile.user.email
+        return display_name(profile.user)
 
     @admin.display(description="recent ledger entries")
     def recent_ledger(self, profile):
@@ -130,7 +132,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
                     f"{entry.delta:+d}",
                     entry.balance_after,
                     entry.reason,
-                    entry.actor.email if entry.actor else "",
+                    display_name(entry.actor),
                 )
                 for entry in entries
             ),
@@ -183,7 +185,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
 
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Adjust credits: {profile.user.email}",
+            "title": f"Adjust credits: {display_name(profile.user)}",
             "subtitle": None,
             "opts": self.opts,
             "original": profile,
@@ -215,7 +217,8 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
             return True
         self.log_change(request, profile, f"Adjusted credits by {entry.delta:+d}: {reason}")
         messages.success(
-            request, f"Adjusted {profile.user.email} by {entry.delta:+d} credits; the balance is {entry.balance_after}."
+            request,
+            f"Adjusted {display_name(profile.user)} by {entry.delta:+d} credits; the balance is {entry.balance_after}.",
         )
         return True
 
@@ -256,7 +259,7 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     list_select_related = ["profile__user", "actor"]
     # `kind` has fixed choices, so this filter costs no query of its own.
     list_filter = ["kind"]
-    search_fields = ["profile__user__email", "reason", "=idempotency_key"]
+    search_fields = [*(f"profile__user__{field}" for field in lookup_fields()), "reason", "=idempotency_key"]
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 50
@@ -274,9 +277,9 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
-    @admin.display(description="email")
+    @admin.display(description="user")
     def email(self, entry):
-        return entry.profile.user.email
+        return display_name(entry.profile.user)
 
     @admin.display(description="created (UTC)")
     def when(self, entry):
@@ -348,7 +351,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     list_select_related = ["user", "pack"]
     list_filter = ["status", UnrecoveredCreditsFilter]
     show_facets = admin.ShowFacets.NEVER
-    search_fields = ["user__email", "=stripe_payment_intent_id"]
+    search_fields = [*(f"user__{field}" for field in lookup_fields()), "=stripe_payment_intent_id"]
     ordering = ["-id"]
     show_full_result_count = False
     fields = [
@@ -370,9 +373,9 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["refund_through_stripe"]
 
-    @admin.display(description="email", ordering="user__email")
+    @admin.display(description="user", ordering=f"user__{lookup_fields()[0]}")
     def email(self, payment):
-        return payment.user.email
+        return display_name(payment.user)
 
     @admin.display(description="amount", ordering="amount")
     def price(self, payment):
@@ -432,7 +435,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
             clawed = refunded.credits_clawed_back - clawed_before
             short = refunded.credits_unrecovered - unrecovered_before
             summary = (
-                f"Payment {payment.pk} ({payment.user.email}): refunded "
+                f"Payment {payment.pk} ({display_name(payment.user)}): refunded "
                 f"{money(refunded.amount_refunded, refunded.currency)} in total; {clawed} credits clawed back"
             )
             self.log_change(request, refunded, f"Refunded through Stripe; {clawed} credits clawed back, {short} short")
