@@ -7,10 +7,10 @@ A project sets only the three Stripe keys (plus `STRIPE_API_BASE` when it talks 
 stand-in); docs/INSTALL.md has the table. What is missing or malformed is reported by
 billing/checks.py at start-up (`manage.py check`), never as an AttributeError at the first request.
 
-Reads are live: a value is looked up in `django.conf.settings` on first use and kept on this
-object until Django's `setting_changed` signal (override_settings, pytest-django's `settings`
-fixture) names it. So a read on a hot path (the ledger's BILLING_LEDGER_PREPARED_STATEMENTS on
-every write) is a plain attribute read, as cheap as `settings.X`.
+Reads are live: a value is looked up in `django.conf.settings` on first use and kept until the
+settings change (override_settings, pytest-django's `settings` fixture, Django's `setting_changed`
+signal). So a read on a hot path (the ledger's BILLING_LEDGER_PREPARED_STATEMENTS on every write)
+is two dictionary lookups, cheaper than `settings.X` itself.
 """
 
 from __future__ import annotations
@@ -50,33 +50,47 @@ DEFAULTS: dict[str, object] = {
 }
 
 
+# django.conf.settings is a LazyObject whose every attribute read costs a __getattribute__ call;
+# its instance dict holds the object behind it, which override_settings swaps.
+_LAZY_SETTINGS = object.__getattribute__(django_settings, "__dict__")
+
+
 class AppSettings:
-    """Attribute access to billing's settings: the project's value, else billing's default."""
+    """Attribute access to billing's settings (one property per name in DEFAULTS): the
+    project's value, else billing's default. An unknown name is an AttributeError."""
 
-    def __getattr__(self, name: str):
-        # Only reached when the value is not cached on the instance yet.
+    def __init__(self):
+        self._values: dict[str, object] = {}
+        self._source = None  # the settings object the cached values came from
+
+    def _get(self, name: str):
+        # override_settings (and pytest-django's `settings`, also when it deletes one) swaps
+        # the object behind django.conf.settings: a new one means nothing cached is valid.
+        source = _LAZY_SETTINGS.get("_wrapped")
+        if source is not self._source:
+            self._values.clear()
+            self._source = source
         try:
-            default = DEFAULTS[name]
+            return self._values[name]
         except KeyError:
-            raise AttributeError(f"billing has no setting {name!r}") from None
-        value = getattr(django_settings, name, default)
-        self.__dict__[name] = value
-        return value
+            value = self._values[name] = getattr(django_settings, name, DEFAULTS[name])
+            return value
 
-    def reload(self, name: str | None = None) -> None:
-        """Forget cached values (one, or all), so the next read sees Django's settings again."""
-        if name is None:
-            self.__dict__.clear()
-        else:
-            self.__dict__.pop(name, None)
+    def reload(self) -> None:
+        """Forget cached values, so the next read sees Django's settings again."""
+        self._values.clear()
 
+
+for _name in DEFAULTS:
+    setattr(AppSettings, _name, property(lambda self, _name=_name: self._get(_name)))
+del _name
 
 app_settings = AppSettings()
 
 
 def _setting_changed(*, setting: str, **kwargs) -> None:
     if setting in DEFAULTS:
-        app_settings.reload(setting)
+        app_settings.reload()
 
 
 setting_changed.connect(_setting_changed, dispatch_uid="billing.conf.setting_changed")
