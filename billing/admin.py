@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.translation import gettext_lazy as _
 
 from billing.exceptions import BillingError, IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import MAX_DELTA, adjust_credits
@@ -65,14 +66,14 @@ class EmailSearchMixin:
 
 class AdjustCreditsForm(forms.Form):
     delta = forms.IntegerField(
-        label="Change by",
+        label=_("Change by"),
         min_value=-MAX_DELTA,
         max_value=MAX_DELTA,
-        help_text="A whole number of credits: positive adds, negative removes (e.g. 5 or -3).",
+        help_text=_("A whole number of credits: positive adds, negative removes (e.g. 5 or -3)."),
     )
     reason = forms.CharField(
         max_length=255,
-        help_text="Required. Saved in the ledger with your name.",
+        help_text=_("Required. Saved in the ledger with your name."),
         widget=forms.TextInput(attrs={"size": 60}),
     )
     # One id per rendering of the form: a double-click or a resubmitted POST reuses it as the
@@ -82,20 +83,20 @@ class AdjustCreditsForm(forms.Form):
     def clean_delta(self):
         delta = self.cleaned_data["delta"]
         if delta == 0:
-            raise forms.ValidationError("Enter a non-zero number of credits.")
+            raise forms.ValidationError(_("Enter a non-zero number of credits."))
         return delta
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
         if not reason:
-            raise forms.ValidationError("A reason is required.")
+            raise forms.ValidationError(_("A reason is required."))
         return reason
 
 
 @admin.register(Profile)
 class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     email_search_user_path = "user_id"
-    search_help_text = "An email address, or part of one."
+    search_help_text = _("An email address, or part of one.")
     list_display = ["email", "credits", "created_at"]
     list_select_related = ["user"]
     search_fields = [f"user__{field}" for field in lookup_fields()]
@@ -106,11 +107,11 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     change_form_template = "admin/billing/profile/change_form.html"
     recent_ledger_size = 20
 
-    @admin.display(description="user", ordering=f"user__{lookup_fields()[0]}")
+    @admin.display(description=_("user"), ordering=f"user__{lookup_fields()[0]}")
     def email(self, profile):
         return display_name(profile.user)
 
-    @admin.display(description="recent ledger entries")
+    @admin.display(description=_("recent ledger entries"))
     def recent_ledger(self, profile):
         if profile.pk is None:
             return "-"
@@ -249,7 +250,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
-    search_help_text = (
+    search_help_text = _(
         "A whole email address (fast), or part of an email or reason, or an exact idempotency key (scans the ledger)."
     )
     list_display = ["id", "when", "email", "kind", "signed_delta", "balance_after", "reason", "actor"]
@@ -277,15 +278,15 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
-    @admin.display(description="user")
+    @admin.display(description=_("user"))
     def email(self, entry):
         return display_name(entry.profile.user)
 
-    @admin.display(description="created (UTC)")
+    @admin.display(description=_("created (UTC)"))
     def when(self, entry):
         return entry.created_at.strftime("%Y-%m-%d %H:%M:%S")
 
-    @admin.display(description="delta")
+    @admin.display(description=_("delta"))
     def signed_delta(self, entry):
         return f"{entry.delta:+d}"
 
@@ -312,7 +313,7 @@ class CreditPackAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
 
-    @admin.display(description="price", ordering="amount")
+    @admin.display(description=_("price"), ordering="amount")
     def price(self, pack):
         return money(pack.amount, pack.currency)
 
@@ -373,19 +374,19 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["refund_through_stripe"]
 
-    @admin.display(description="user", ordering=f"user__{lookup_fields()[0]}")
+    @admin.display(description=_("user"), ordering=f"user__{lookup_fields()[0]}")
     def email(self, payment):
         return display_name(payment.user)
 
-    @admin.display(description="amount", ordering="amount")
+    @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):
         return money(payment.amount, payment.currency)
 
-    @admin.display(description="refunded", ordering="amount_refunded")
+    @admin.display(description=_("refunded"), ordering="amount_refunded")
     def refunded(self, payment):
         return money(payment.amount_refunded, payment.currency) if payment.amount_refunded else "-"
 
-    @admin.display(description="credits not recovered", ordering="credits_unrecovered")
+    @admin.display(description=_("credits not recovered"), ordering="credits_unrecovered")
     def unrecovered(self, payment):
         # Credits a refund or dispute could not take back because they were already spent.
         if not payment.credits_unrecovered:
@@ -395,7 +396,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
             payment.credits_unrecovered,
         )
 
-    @admin.display(description="refunds and clawback")
+    @admin.display(description=_("refunds and clawback"))
     def clawback_summary(self, payment):
         if not (payment.amount_refunded or payment.amount_disputed):
             return "Nothing refunded or disputed."
@@ -422,7 +423,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     def has_refund_permission(self, request):
         return request.user.has_perm(REFUND_PERMISSION)
 
-    @admin.action(description="Refund through Stripe", permissions=["refund"])
+    @admin.action(description=_("Refund through Stripe"), permissions=["refund"])
     def refund_through_stripe(self, request, queryset):
         """Refund what is left of each selected payment through Stripe, then claw back its credits."""
         for payment in queryset.select_related("user", "pack").order_by("pk"):
@@ -462,7 +463,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
     def has_reprocess_permission(self, request):
         return request.user.has_perm(REPROCESS_PERMISSION)
 
-    @admin.action(description="Reprocess failed events", permissions=["reprocess"])
+    @admin.action(description=_("Reprocess failed events"), permissions=["reprocess"])
     def reprocess(self, request, queryset):
         """Run each selected failed event's handler again; other events are left alone."""
         for event in queryset.order_by("pk"):
@@ -474,6 +475,6 @@ class StripeEventAdmin(ReadOnlyAdmin):
             else:
                 messages.success(request, f"Event {event.event_id}: {event.status}.")
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def pretty_payload(self, event):
         return format_html("<pre>{}</pre>", json.dumps(event.payload, indent=2, sort_keys=True))

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
 
 from billing.exceptions import InsufficientCredits
 from billing.ledger import spend_credits
@@ -36,7 +37,7 @@ def credits_required(cost: int, *, reason: str | None = None):
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 if wants_json(request):
-                    return JsonResponse({"error": "Sign in first."}, status=HTTPStatus.UNAUTHORIZED)
+                    return JsonResponse({"error": _("Sign in first.")}, status=HTTPStatus.UNAUTHORIZED)
                 return redirect_to_login(request.get_full_path())
             client_key = request.headers.get("Idempotency-Key", "").strip()[:100]
             key = f"spend:{request.user.pk}:{client_key}" if client_key else None

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from billing import ledger, signals
 from billing.exceptions import BillingError
@@ -146,7 +147,7 @@ def _attach_intent(payment: Payment, intent_id: str) -> None:
     elif payment.stripe_payment_intent_id != intent_id:
         raise PaymentMismatch(
             f"payment {payment.pk} belongs to {payment.stripe_payment_intent_id}, not {intent_id}",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 
@@ -158,7 +159,7 @@ def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str
         raise PaymentMismatch(
             f"payment {payment.pk} is for {payment.amount} {payment.currency}, "
             f"Stripe reports {amount} {currency} on {intent_id}",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 
@@ -166,7 +167,7 @@ def _check_amount(payment: Payment, amount: int) -> None:
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= payment.amount:
         raise PaymentMismatch(
             f"payment {payment.pk} of {payment.amount}: refund/dispute amount {amount!r} is out of range",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 

@@ -26,6 +26,8 @@ from http import HTTPStatus
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from billing.conf import app_settings
 from billing.models import RateLimitCounter
@@ -75,10 +77,10 @@ def hit(bucket: str, *, limit: int, period: int, now: float | None = None) -> tu
 
 def _in_words(seconds: int) -> str:
     if seconds < 120:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
     if seconds < 2 * 3600:
-        return f"about {math.ceil(seconds / 60)} minutes"
-    return f"about {math.ceil(seconds / 3600)} hours"
+        return _("about %(n)d minutes") % {"n": math.ceil(seconds / 60)}
+    return _("about %(n)d hours") % {"n": math.ceil(seconds / 3600)}
 
 
 def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
@@ -100,7 +102,8 @@ def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
                 return view(request, *args, **kwargs)
             response = JsonResponse(
                 {
-                    "error": f"Too many payment attempts. Please wait {_in_words(retry_after)} and try again.",
+                    "error": _("Too many payment attempts. Please wait %(wait)s and try again.")
+                    % {"wait": _in_words(retry_after)},
                     "retry_after": retry_after,
                 },
                 status=HTTPStatus.TOO_MANY_REQUESTS,

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 
 import stripe
+from django.utils.translation import gettext as _
 
 from billing.conf import app_settings
 from billing.exceptions import BillingError
@@ -277,7 +278,7 @@ class _translated_errors:
 def _translate(exc: stripe.StripeError, action: str, *, quiet: bool = False) -> BillingError:
     error = (exc.json_body or {}).get("error") if isinstance(exc.json_body, dict) else None
     error = error if isinstance(error, dict) else {}
-    message = error.get("message") or exc.user_message or str(exc) or "The payment failed."
+    message = error.get("message") or exc.user_message or str(exc) or _("The payment failed.")
     description = f"{action}: {type(exc).__name__} (HTTP {exc.http_status}): {message}"
     if isinstance(exc, stripe.CardError):
         intent = error.get("payment_intent")

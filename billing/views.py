@@ -7,6 +7,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from billing import charges, selectors, stripe_gateway
 from billing.conf import app_settings
@@ -52,7 +54,7 @@ ERROR_STATUS = (
 )
 
 
-DATABASE_UNAVAILABLE = (
+DATABASE_UNAVAILABLE = gettext_lazy(
     "We could not record your payment just now. If your card was charged, the credits will be added "
     "automatically within a few minutes; reload the page to check before trying again."
 )
@@ -72,11 +74,11 @@ def json_post_endpoint(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if request.method != "POST":
-            response = JsonResponse({"error": "Use POST."}, status=HTTPStatus.METHOD_NOT_ALLOWED)
+            response = JsonResponse({"error": _("Use POST.")}, status=HTTPStatus.METHOD_NOT_ALLOWED)
             response["Allow"] = "POST"
             return response
         if not request.user.is_authenticated:
-            return JsonResponse({"error": "Sign in first."}, status=HTTPStatus.UNAUTHORIZED)
+            return JsonResponse({"error": _("Sign in first.")}, status=HTTPStatus.UNAUTHORIZED)
         try:
             return view(request, *args, **kwargs)
         except BillingError as exc:
@@ -98,19 +100,19 @@ def read_json_object(request) -> dict:
     except ValueError:
         declared = 0
     if declared > MAX_JSON_BODY:
-        raise BadJSON("request body too large", "The request is too large.")
+        raise BadJSON("request body too large", _("The request is too large."))
     try:
         body = request.body
     except RequestDataTooBig as exc:
-        raise BadJSON("request body too large", "The request is too large.") from exc
+        raise BadJSON("request body too large", _("The request is too large.")) from exc
     if len(body) > MAX_JSON_BODY:
-        raise BadJSON("request body too large", "The request is too large.")
+        raise BadJSON("request body too large", _("The request is too large."))
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise BadJSON("request body is not JSON", "Send a JSON object.") from exc
+        raise BadJSON("request body is not JSON", _("Send a JSON object.")) from exc
     if not isinstance(data, dict):
-        raise BadJSON("request body is not a JSON object", "Send a JSON object.")
+        raise BadJSON("request body is not a JSON object", _("Send a JSON object."))
     return data
 
 
@@ -132,7 +134,7 @@ def charge_response(result: charges.ChargeResult) -> JsonResponse:
         {
             "status": "processing",
             "payment": payment_id,
-            "error": "Your payment is still processing. Your credits will appear once it completes.",
+            "error": _("Your payment is still processing. Your credits will appear once it completes."),
         },
         status=HTTPStatus.ACCEPTED,
     )
