@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench bench-smoke reliability reliability-smoke clean
+.PHONY: run test lint stock-check bench bench-smoke reliability reliability-smoke clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The billing wheel installed into a fresh `django-admin startproject` (docs/INSTALL.md), a purchase and a
+# spend over HTTP. PostgreSQL: DATABASE_URL's server, database STOCK_CHECK_DB (default stock_check). ~1.5 min.
+stock-check: $(VENV)/.installed
+	$(PY) scripts/stock_project_check.py
 
 # Benchmarks on PostgreSQL (BENCH_DATABASE_URL, default: DATABASE_URL's server, database <name>_bench,
 # dropped and re-created). Full run: about 10 minutes, writes docs/BENCHMARKS.md. Smoke: seconds, for CI.

@@ -22,12 +22,14 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.translation import gettext_lazy as _
 
 from billing.exceptions import BillingError, IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import MAX_DELTA, adjust_credits
 from billing.models import CreditPack, LedgerEntry, Payment, Profile, StripeEvent
 from billing.refunds import refund_payment
 from billing.templatetags.billing_money import money
+from billing.users import display_name, email_field, lookup_fields
 from billing.webhooks import reprocess_event
 
 ADJUST_PERMISSION = "billing.adjust_credits"
@@ -46,10 +48,11 @@ class EmailSearchMixin:
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
-        if "@" in term and " " not in term:
+        email = email_field()
+        if email and "@" in term and " " not in term:
             user_ids = list(
                 get_user_model()
-                .objects.annotate(email_lower=Lower("email"))
+                ._default_manager.annotate(email_lower=Lower(email))
                 .filter(email_lower=term.lower())
                 .values_list("pk", flat=True)
             )
@@ -63,14 +66,14 @@ class EmailSearchMixin:
 
 class AdjustCreditsForm(forms.Form):
     delta = forms.IntegerField(
-        label="Change by",
+        label=_("Change by"),
         min_value=-MAX_DELTA,
         max_value=MAX_DELTA,
-        help_text="A whole number of credits: positive adds, negative removes (e.g. 5 or -3).",
+        help_text=_("A whole number of credits: positive adds, negative removes (e.g. 5 or -3)."),
     )
     reason = forms.CharField(
         max_length=255,
-        help_text="Required. Saved in the ledger with your name.",
+        help_text=_("Required. Saved in the ledger with your name."),
         widget=forms.TextInput(attrs={"size": 60}),
     )
     # One id per rendering of the form: a double-click or a resubmitted POST reuses it as the
@@ -80,23 +83,23 @@ class AdjustCreditsForm(forms.Form):
     def clean_delta(self):
         delta = self.cleaned_data["delta"]
         if delta == 0:
-            raise forms.ValidationError("Enter a non-zero number of credits.")
+            raise forms.ValidationError(_("Enter a non-zero number of credits."))
         return delta
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
         if not reason:
-            raise forms.ValidationError("A reason is required.")
+            raise forms.ValidationError(_("A reason is required."))
         return reason
 
 
 @admin.register(Profile)
 class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     email_search_user_path = "user_id"
-    search_help_text = "An email address, or part of one."
+    search_help_text = _("An email address, or part of one.")
     list_display = ["email", "credits", "created_at"]
     list_select_related = ["user"]
-    search_fields = ["user__email"]
+    search_fields = [f"user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
     fields = ["user", "credits", "stripe_customer_id", "created_at", "recent_ledger"]
@@ -104,11 +107,11 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     change_form_template = "admin/billing/profile/change_form.html"
     recent_ledger_size = 20
 
-    @admin.display(description="email", ordering="user__email")
+    @admin.display(description=_("user"), ordering=f"user__{lookup_fields()[0]}")
     def email(self, profile):
-        return profile.user.email
+        return display_name(profile.user)
 
-    @admin.display(description="recent ledger entries")
+    @admin.display(description=_("recent ledger entries"))
     def recent_ledger(self, profile):
         if profile.pk is None:
             return "-"
@@ -130,7 +133,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
                     f"{entry.delta:+d}",
                     entry.balance_after,
                     entry.reason,
-                    entry.actor.email if entry.actor else "",
+                    display_name(entry.actor),
                 )
                 for entry in entries
             ),
@@ -183,7 +186,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
 
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Adjust credits: {profile.user.email}",
+            "title": f"Adjust credits: {display_name(profile.user)}",
             "subtitle": None,
             "opts": self.opts,
             "original": profile,
@@ -215,7 +218,8 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
             return True
         self.log_change(request, profile, f"Adjusted credits by {entry.delta:+d}: {reason}")
         messages.success(
-            request, f"Adjusted {profile.user.email} by {entry.delta:+d} credits; the balance is {entry.balance_after}."
+            request,
+            f"Adjusted {display_name(profile.user)} by {entry.delta:+d} credits; the balance is {entry.balance_after}.",
         )
         return True
 
@@ -246,7 +250,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
-    search_help_text = (
+    search_help_text = _(
         "A whole email address (fast), or part of an email or reason, or an exact idempotency key (scans the ledger)."
     )
     list_display = ["id", "when", "email", "kind", "signed_delta", "balance_after", "reason", "actor"]
@@ -256,7 +260,7 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     list_select_related = ["profile__user", "actor"]
     # `kind` has fixed choices, so this filter costs no query of its own.
     list_filter = ["kind"]
-    search_fields = ["profile__user__email", "reason", "=idempotency_key"]
+    search_fields = [*(f"profile__user__{field}" for field in lookup_fields()), "reason", "=idempotency_key"]
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 50
@@ -274,15 +278,15 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
-    @admin.display(description="email")
+    @admin.display(description=_("user"))
     def email(self, entry):
-        return entry.profile.user.email
+        return display_name(entry.profile.user)
 
-    @admin.display(description="created (UTC)")
+    @admin.display(description=_("created (UTC)"))
     def when(self, entry):
         return entry.created_at.strftime("%Y-%m-%d %H:%M:%S")
 
-    @admin.display(description="delta")
+    @admin.display(description=_("delta"))
     def signed_delta(self, entry):
         return f"{entry.delta:+d}"
 
@@ -309,7 +313,7 @@ class CreditPackAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
 
-    @admin.display(description="price", ordering="amount")
+    @admin.display(description=_("price"), ordering="amount")
     def price(self, pack):
         return money(pack.amount, pack.currency)
 
@@ -361,7 +365,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     list_select_related = ["user", "pack"]
     list_filter = ["status", NeedsAttentionFilter, UnrecoveredCreditsFilter]
     show_facets = admin.ShowFacets.NEVER
-    search_fields = ["user__email", "=stripe_payment_intent_id"]
+    search_fields = [*(f"user__{field}" for field in lookup_fields()), "=stripe_payment_intent_id"]
     ordering = ["-id"]
     show_full_result_count = False
     fields = [
@@ -384,19 +388,19 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     readonly_fields = fields
     actions = ["refund_through_stripe"]
 
-    @admin.display(description="email", ordering="user__email")
+    @admin.display(description=_("user"), ordering=f"user__{lookup_fields()[0]}")
     def email(self, payment):
-        return payment.user.email
+        return display_name(payment.user)
 
-    @admin.display(description="amount", ordering="amount")
+    @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):
         return money(payment.amount, payment.currency)
 
-    @admin.display(description="refunded", ordering="amount_refunded")
+    @admin.display(description=_("refunded"), ordering="amount_refunded")
     def refunded(self, payment):
         return money(payment.amount_refunded, payment.currency) if payment.amount_refunded else "-"
 
-    @admin.display(description="credits not recovered", ordering="credits_unrecovered")
+    @admin.display(description=_("credits not recovered"), ordering="credits_unrecovered")
     def unrecovered(self, payment):
         # Credits a refund or dispute could not take back because they were already spent.
         if not payment.credits_unrecovered:
@@ -406,7 +410,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
             payment.credits_unrecovered,
         )
 
-    @admin.display(description="refunds and clawback")
+    @admin.display(description=_("refunds and clawback"))
     def clawback_summary(self, payment):
         if not (payment.amount_refunded or payment.amount_refund_failed or payment.amount_disputed):
             return "Nothing refunded or disputed."
@@ -439,7 +443,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     def has_refund_permission(self, request):
         return request.user.has_perm(REFUND_PERMISSION)
 
-    @admin.action(description="Refund through Stripe", permissions=["refund"])
+    @admin.action(description=_("Refund through Stripe"), permissions=["refund"])
     def refund_through_stripe(self, request, queryset):
         """Refund what is left of each selected payment through Stripe, then claw back its credits."""
         for payment in queryset.select_related("user", "pack").order_by("pk"):
@@ -452,7 +456,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
             clawed = refunded.credits_clawed_back - clawed_before
             short = refunded.credits_unrecovered - unrecovered_before
             summary = (
-                f"Payment {payment.pk} ({payment.user.email}): refunded "
+                f"Payment {payment.pk} ({display_name(payment.user)}): refunded "
                 f"{money(refunded.amount_refunded, refunded.currency)} in total; {clawed} credits clawed back"
             )
             self.log_change(request, refunded, f"Refunded through Stripe; {clawed} credits clawed back, {short} short")
@@ -479,7 +483,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
     def has_reprocess_permission(self, request):
         return request.user.has_perm(REPROCESS_PERMISSION)
 
-    @admin.action(description="Reprocess failed events", permissions=["reprocess"])
+    @admin.action(description=_("Reprocess failed events"), permissions=["reprocess"])
     def reprocess(self, request, queryset):
         """Run each selected failed event's handler again; other events are left alone."""
         for event in queryset.order_by("pk"):
@@ -491,6 +495,6 @@ class StripeEventAdmin(ReadOnlyAdmin):
             else:
                 messages.success(request, f"Event {event.event_id}: {event.status}.")
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def pretty_payload(self, event):
         return format_html("<pre>{}</pre>", json.dumps(event.payload, indent=2, sort_keys=True))

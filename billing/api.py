@@ -4,7 +4,7 @@
   It also sets the CSRF cookies (Django's and axios's `XSRF-TOKEN`, see billing.middleware), so
   a client that only ever calls the API can POST next.
 - `POST /api/stripe` `{"id": "pm_..."}` or the legacy token object `{"id": "tok_...", ...}` of
-  Checkout / react-stripe-checkout: buys `settings.BILLING_DEFAULT_PACK` as `POST /billing/charge/`
+  Checkout / react-stripe-checkout: buys `BILLING_DEFAULT_PACK` as `POST /billing/charge/`
   does. Every 2xx answer is the user object (the client stores it as the signed-in user) with the
   payment's state beside it: `{"id", "email", "credits", "payment": {"id", "status",
   "client_secret"}}`, status `succeeded`, `requires_action` (3-D Secure; `client_secret` for
@@ -15,7 +15,6 @@
 
 from http import HTTPStatus
 
-from django.conf import settings
 from django.contrib.auth import logout as auth_logout
 from django.http import JsonResponse
 from django.shortcuts import redirect
@@ -23,13 +22,16 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods
 
 from billing import charges
+from billing.conf import app_settings
 from billing.ledger import get_balance
 from billing.ratelimit import rate_limited
 from billing.views import json_post_endpoint, read_json_object
 
 
 def user_object(user) -> dict:
-    return {"id": user.pk, "email": user.email, "credits": get_balance(user)}
+    # Any user model: its email field when it has one, else the username (the client shows it).
+    email = getattr(user, user.get_email_field_name(), None) or user.get_username()
+    return {"id": user.pk, "email": email, "credits": get_balance(user)}
 
 
 @require_GET
@@ -45,7 +47,10 @@ def current_user(request):
 def stripe_charge(request):
     data = read_json_object(request)
     result = charges.start_charge(
-        request.user, pack_slug=settings.BILLING_DEFAULT_PACK, payment_method=data.get("id"), accept_card_tokens=True
+        request.user,
+        pack_slug=app_settings.BILLING_DEFAULT_PACK,
+        payment_method=data.get("id"),
+        accept_card_tokens=True,
     )
     payment = {"id": result.payment.pk, "status": result.status, "client_secret": result.client_secret}
     # The client puts whatever a 2xx answers in place of the user; a payment alone would blank its header.
@@ -56,4 +61,4 @@ def stripe_charge(request):
 @require_http_methods(["GET", "POST"])
 def logout(request):
     auth_logout(request)
-    return redirect("/")
+    return redirect(app_settings.LOGOUT_REDIRECT_URL or "/")

@@ -1,15 +1,14 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class BillingConfig(AppConfig):
     name = "billing"
-    verbose_name = "Billing"
+    verbose_name = _("Billing")
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django.conf import settings
-
-        from billing import signals  # noqa: F401  (connects the profile creator)
-        from billing.ratelimit import parse_rate
-
-        # A malformed limit stops start-up with the setting's name, not the first charge.
-        parse_rate(settings.BILLING_CHARGE_RATE_LIMIT, name="BILLING_CHARGE_RATE_LIMIT")
+        from billing import (
+            checks,  # noqa: F401  (registers the system checks, billing.E001...)
+            receivers,  # noqa: F401  (connects the profile creator)
+        )

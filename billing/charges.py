@@ -25,6 +25,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from django.utils.translation import gettext as _
+
 from billing import fulfilment, ledger, stripe_gateway
 from billing.exceptions import BillingError
 from billing.models import CreditPack, Payment
@@ -129,17 +131,17 @@ def confirm_charge(user, payment_id) -> ChargeResult:
     """
     payment = Payment.objects.select_related("pack").filter(pk=payment_id, user_id=user.pk).first()
     if payment is None:
-        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}", "No such payment.")
+        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}", _("No such payment."))
     if payment.status in fulfilment.CREDITED:
         return _result(payment)
     if not payment.stripe_payment_intent_id:
         if payment.status == Status.FAILED:
             raise stripe_gateway.CardDeclined(
-                f"payment {payment.pk} failed", payment.failure_message or "The payment failed."
+                f"payment {payment.pk} failed", payment.failure_message or _("The payment failed.")
             )
         raise PaymentInProgress(
             f"payment {payment.pk} has no intent yet",
-            "This payment is still being processed. Your credits will appear once it completes.",
+            _("This payment is still being processed. Your credits will appear once it completes."),
         )
     intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
     if intent.status == "requires_confirmation":
@@ -176,7 +178,7 @@ def apply_intent(payment: Payment, intent: stripe_gateway.Intent, *, source: str
         return _result(payment)
     if intent.status in FAILED_AT_STRIPE:
         message = intent.error_message or (
-            "The payment was canceled." if intent.status == "canceled" else "The payment failed."
+            _("The payment was canceled.") if intent.status == "canceled" else _("The payment failed.")
         )
         payment = fulfilment.fail_payment(payment, message=message, intent_id=intent.id)
         return _result(payment)
@@ -193,7 +195,7 @@ def _result(payment: Payment) -> ChargeResult:
     if payment.status == Status.FAILED:
         raise stripe_gateway.CardDeclined(
             f"payment {payment.pk} failed: {payment.failure_message}",
-            payment.failure_message or "The payment failed.",
+            payment.failure_message or _("The payment failed."),
             intent_id=payment.stripe_payment_intent_id,
         )
     return ChargeResult(payment=payment, status="processing")
@@ -204,18 +206,18 @@ def _result(payment: Payment) -> ChargeResult:
 
 def _pack_for_sale(slug) -> CreditPack:
     if not isinstance(slug, str) or not slug:
-        raise InvalidCharge("pack missing or not a string", "Choose a pack to buy.")
+        raise InvalidCharge("pack missing or not a string", _("Choose a pack to buy."))
     if not PACK_SLUG.fullmatch(slug):
-        raise InvalidCharge("malformed pack slug", "That pack is not for sale.")
+        raise InvalidCharge("malformed pack slug", _("That pack is not for sale."))
     pack = CreditPack.objects.filter(slug=slug, active=True).first()
     if pack is None:
-        raise InvalidCharge(f"no active pack {slug!r}", "That pack is not for sale.")
+        raise InvalidCharge(f"no active pack {slug!r}", _("That pack is not for sale."))
     return pack
 
 
 def _payment_method_id(value) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidCharge("payment_method missing or not a string", "Card details are missing.")
+        raise InvalidCharge("payment_method missing or not a string", _("Card details are missing."))
     if not PAYMENT_METHOD_ID.fullmatch(value):
-        raise InvalidCharge("malformed payment method id", "That card could not be used. Check the details.")
+        raise InvalidCharge("malformed payment method id", _("That card could not be used. Check the details."))
     return value

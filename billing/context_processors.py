@@ -1,6 +1,6 @@
-from django.conf import settings
 from django.utils.functional import SimpleLazyObject
 
+from billing.conf import app_settings
 from billing.ledger import get_balance
 
 
@@ -8,8 +8,8 @@ def billing(request):
     """`header_credits` for the header on every page (queried only if a template uses it)."""
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY}
+        return {"stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY}
     return {
         "header_credits": SimpleLazyObject(lambda: get_balance(user)),
-        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+        "stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY,
     }

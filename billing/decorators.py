@@ -7,11 +7,12 @@ from http import HTTPStatus
 from django.contrib.auth.views import redirect_to_login
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.utils.translation import gettext as _
 
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import spend_credits
 from billing.models import IdempotentRequest
+from billing.pages import render_page
 
 # A client's Idempotency-Key: printable ASCII (a UUID, a hash, a request id), at most this long.
 # Longer keys are refused, never cut: two keys sharing a prefix must stay two keys.
@@ -52,7 +53,7 @@ def credits_required(cost: int, *, reason: str | None = None):
         def wrapper(request, *args, **kwargs):
             if not request.user.is_authenticated:
                 if wants_json(request):
-                    return JsonResponse({"error": "Sign in first."}, status=HTTPStatus.UNAUTHORIZED)
+                    return JsonResponse({"error": _("Sign in first.")}, status=HTTPStatus.UNAUTHORIZED)
                 return redirect_to_login(request.get_full_path())
             client_key = request.headers.get("Idempotency-Key")
             if client_key is not None:
@@ -81,7 +82,7 @@ def credits_required(cost: int, *, reason: str | None = None):
                         {"error": short.user_message, "credits": short.balance, "required": cost},
                         status=HTTPStatus.PAYMENT_REQUIRED,
                     )
-                return render(
+                return render_page(
                     request,
                     "billing/insufficient_credits.html",
                     {"required": cost, "balance": short.balance},

@@ -1,3 +1,6 @@
+from django.utils.translation import ngettext
+
+
 class BillingError(Exception):
     """A billing operation that could not be done; `user_message` is safe to show the user."""
 
@@ -13,7 +16,12 @@ class InsufficientCredits(BillingError):
     def __init__(self, *, balance: int, requested: int):
         super().__init__(
             f"balance {balance} is below the {requested} credits requested",
-            f"You need {requested} credit{'s' if requested != 1 else ''} but have {balance}.",
+            ngettext(
+                "You need %(requested)d credit but have %(balance)d.",
+                "You need %(requested)d credits but have %(balance)d.",
+                requested,
+            )
+            % {"requested": requested, "balance": balance},
         )
         self.balance = balance
         self.requested = requested

@@ -20,8 +20,9 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils.translation import gettext as _
 
-from billing import ledger
+from billing import ledger, signals
 from billing.exceptions import BillingError
 from billing.models import LedgerEntry, Payment
 
@@ -114,6 +115,14 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
         idempotency_key=purchase_key(payment),
     )
     logger.info("payment %s credited %s via %s", payment.pk, payment.credits, source)
+    signals.send_after_commit(
+        signals.credits_purchased,
+        sender=Payment,
+        payment=payment,
+        user=payment.user,
+        entry=entry,
+        credits=payment.credits,
+    )
     # A refund or dispute that arrived before the success is settled now.
     _settle_clawback(payment)
     return Fulfilment(payment, entry, newly_credited=True)
@@ -172,10 +181,21 @@ def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int 
     total = max(payment.amount_refunded + payment.amount_refund_failed, amount_refunded)
     failed = max(payment.amount_refund_failed, amount_failed)
     _check_amount(payment, total - failed)
+    previous = payment.amount_refunded
     if (total - failed, failed) != (payment.amount_refunded, payment.amount_refund_failed):
         payment.amount_refunded, payment.amount_refund_failed = total - failed, failed
         payment.save(update_fields=["amount_refunded", "amount_refund_failed", "updated_at"])
     _settle_clawback(payment, why="refund failed")
+    if payment.amount_refunded > previous:
+        signals.send_after_commit(
+            signals.payment_refunded,
+            sender=Payment,
+            payment=payment,
+            user=payment.user,
+            amount_refunded=payment.amount_refunded,
+            amount=payment.amount_refunded - previous,
+            credits_clawed_back=payment.credits_clawed_back,
+        )
     return payment
 
 
@@ -207,7 +227,7 @@ def _attach_intent(payment: Payment, intent_id: str) -> None:
     elif payment.stripe_payment_intent_id != intent_id:
         raise PaymentMismatch(
             f"payment {payment.pk} belongs to {payment.stripe_payment_intent_id}, not {intent_id}",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 
@@ -219,7 +239,7 @@ def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str
         raise PaymentMismatch(
             f"payment {payment.pk} is for {payment.amount} {payment.currency}, "
             f"Stripe reports {amount} {currency} on {intent_id}",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 
@@ -229,7 +249,7 @@ def _check_amount(payment: Payment, amount: int, *, upper: int | None = None) ->
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= upper:
         raise PaymentMismatch(
             f"payment {payment.pk} of {payment.amount}: refund/dispute amount {amount!r} is out of range",
-            "This payment does not match our records.",
+            _("This payment does not match our records."),
         )
 
 
@@ -242,10 +262,15 @@ def _record_dispute(payment: Payment, amount: int, *, reinstated: bool) -> Payme
     _check_amount(payment, amount)
     disputed = max(payment.amount_disputed, amount)
     returned = max(payment.amount_reinstated, amount) if reinstated else payment.amount_reinstated
+    newly_disputed = disputed > payment.amount_disputed
     if (disputed, returned) != (payment.amount_disputed, payment.amount_reinstated):
         payment.amount_disputed, payment.amount_reinstated = disputed, returned
         payment.save(update_fields=["amount_disputed", "amount_reinstated", "updated_at"])
     _settle_clawback(payment, why="dispute won")
+    if newly_disputed:
+        signals.send_after_commit(
+            signals.payment_disputed, sender=Payment, payment=payment, user=payment.user, amount_disputed=disputed
+        )
     return payment
 
 
@@ -285,6 +310,14 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
         payment.credits_unrecovered += shortfall
         if shortfall:
             logger.warning("payment %s: %s credits could not be clawed back (spent)", payment.pk, shortfall)
+            signals.send_after_commit(
+                signals.clawback_shortfall,
+                sender=Payment,
+                payment=payment,
+                user=payment.user,
+                shortfall=shortfall,
+                credits_unrecovered=payment.credits_unrecovered,
+            )
     elif target < owed:
         forgiven = min(owed - target, payment.credits_unrecovered)
         back = owed - target - forgiven

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import functools
 
-from django.conf import settings
 from django.db import DataError, IntegrityError, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.conf import app_settings
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.models import MAX_CREDITS_PER_CHANGE, LedgerEntry, Payment, Profile
 
@@ -238,7 +238,7 @@ _PREPARE_ONLY_ON_REQUEST = 2**31 - 1
 def _write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
     connection = connections[alias]
     params = {**fields, "user_id": user_id, "now": now}
-    if settings.BILLING_LEDGER_PREPARED_STATEMENTS and not connection.queries_logged:
+    if app_settings.BILLING_LEDGER_PREPARED_STATEMENTS and not connection.queries_logged:
         # A server-side prepared statement: PostgreSQL parses and plans the CTE once per
         # connection instead of on every call, the largest cost left once the round trips are
         # gone (docs/BENCHMARKS.md). Django's cursor binds parameters client-side and cannot

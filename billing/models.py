@@ -4,11 +4,11 @@ Money is integer minor units (cents) and credits are integers; the database refu
 never happen (a negative balance, a zero ledger delta, a second row for a unique key).
 """
 
-from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from billing.conf import app_settings
 from billing.exceptions import AppendOnlyViolation
 
 # The ledger's limits, which every layer that accepts a number of credits or an amount checks
@@ -31,7 +31,7 @@ class Profile(models.Model):
     Only billing.ledger writes `credits`.
     """
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    user = models.OneToOneField(app_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     credits = models.BigIntegerField(default=0, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -125,7 +125,7 @@ class Payment(models.Model):
         REFUNDED = "refunded"
         DISPUTED = "disputed"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
+    user = models.ForeignKey(app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
     pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="payments")
     credits = models.PositiveIntegerField()
     amount = models.PositiveIntegerField()
@@ -218,7 +218,7 @@ class LedgerEntry(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     reason = models.CharField(max_length=255)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries")
     idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
@@ -302,7 +302,7 @@ class IdempotentRequest(models.Model):
     (`@credits_required`). One row per (user, key), written in the same transaction as the spend
     and the view's own writes: it exists exactly when the paid action happened."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(app_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     # What the key was first used for (view, cost, method, path): the same key on another request is refused.
     fingerprint = models.CharField(max_length=64)

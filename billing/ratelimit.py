@@ -15,7 +15,7 @@ No read-then-write, so concurrent requests on any number of servers each get the
 django-ratelimit on Django's database cache counts with a read, then a write, and let 34-40 of
 40 simultaneous attempts through a limit of 10 (docs/RELIABILITY.md, "The charge rate limiter"),
 so the count stays here, in the database every installation already has.
-The limit is `settings.BILLING_CHARGE_RATE_LIMIT`, "<requests>/<seconds>" (e.g. "10/60"), or
+The limit is `app_settings.BILLING_CHARGE_RATE_LIMIT`, "<requests>/<seconds>" (e.g. "10/60"), or
 "off". Over the limit the view is not called: 429 JSON with a clear message and Retry-After.
 """
 
@@ -26,11 +26,13 @@ import time
 from functools import wraps
 from http import HTTPStatus
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from billing.conf import app_settings
 from billing.models import RateLimitCounter
 
 OFF = ("", "0", "off", "none")
@@ -78,10 +80,10 @@ def hit(bucket: str, *, limit: int, period: int, now: float | None = None) -> tu
 
 def _in_words(seconds: int) -> str:
     if seconds < 120:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return ngettext("%(n)d second", "%(n)d seconds", seconds) % {"n": seconds}
     if seconds < 2 * 3600:
-        return f"about {math.ceil(seconds / 60)} minutes"
-    return f"about {math.ceil(seconds / 3600)} hours"
+        return _("about %(n)d minutes") % {"n": math.ceil(seconds / 60)}
+    return _("about %(n)d hours") % {"n": math.ceil(seconds / 3600)}
 
 
 def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
@@ -93,7 +95,7 @@ def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
     def decorator(view):
         @wraps(view)
         def wrapper(request, *args, **kwargs):
-            rate = parse_rate(getattr(settings, setting, None), name=setting)
+            rate = parse_rate(getattr(app_settings, setting, None), name=setting)
             user = getattr(request, "user", None)
             if rate is None or request.method != "POST" or user is None or not user.is_authenticated:
                 return view(request, *args, **kwargs)
@@ -103,7 +105,8 @@ def rate_limited(scope: str, *, setting: str = "BILLING_CHARGE_RATE_LIMIT"):
                 return view(request, *args, **kwargs)
             response = JsonResponse(
                 {
-                    "error": f"Too many payment attempts. Please wait {_in_words(retry_after)} and try again.",
+                    "error": _("Too many payment attempts. Please wait %(wait)s and try again.")
+                    % {"wait": _in_words(retry_after)},
                     "retry_after": retry_after,
                 },
                 status=HTTPStatus.TOO_MANY_REQUESTS,

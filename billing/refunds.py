@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+from django.utils.translation import gettext as _
+
 from billing import fulfilment, stripe_gateway
 from billing.exceptions import BillingError
 from billing.models import Payment
@@ -79,11 +81,13 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
 
 def _check_refundable(payment: Payment) -> None:
     if payment.status == Status.REFUNDED:
-        raise RefundError(f"payment {payment.pk} is already refunded", "This payment has already been fully refunded.")
+        raise RefundError(
+            f"payment {payment.pk} is already refunded", _("This payment has already been fully refunded.")
+        )
     if payment.status == Status.DISPUTED:
         raise RefundError(
             f"payment {payment.pk} is disputed",
-            "This payment is disputed; the dispute, not a refund, returns the money.",
+            _("This payment is disputed; the dispute, not a refund, returns the money."),
         )
     if payment.status != Status.SUCCEEDED or not payment.stripe_payment_intent_id:
         raise RefundError(

@@ -1,12 +1,31 @@
-from django.conf import settings
-from django.db.models.signals import post_save
-from django.dispatch import receiver
+"""Integration signals: billing tells the rest of the project what happened to money and credits.
 
-from billing.models import Profile
+Each is sent once per event, only after the transaction that recorded it has committed (never for
+work that rolled back), with `sender=billing.models.Payment` (or `Profile`), and through
+`send_robust`: a receiver that raises is logged and does not undo or fail the payment. A receiver
+that does slow work (email, Slack) should hand it to a task queue. docs/INSTALL.md ("Signals") has
+the arguments and an example.
+"""
+
+from django.db import transaction
+from django.dispatch import Signal
+
+# A payment was credited: payment, user, entry (the purchase LedgerEntry), credits (added).
+credits_purchased = Signal()
+# Stripe refunded more of a payment: payment, user, amount_refunded (cumulative, minor units),
+# amount (this refund's part), credits_clawed_back (cumulative, after the clawback).
+payment_refunded = Signal()
+# A payment was disputed (charge.dispute.created): payment, user, amount_disputed (cumulative).
+payment_disputed = Signal()
+# A refund or dispute could not take back every credit (already spent): payment, user,
+# shortfall (credits not recovered this time), credits_unrecovered (cumulative).
+clawback_shortfall = Signal()
+# Declared for features that come later (credit expiry, auto-recharge); not sent yet.
+# credits_expired: user, credits (expired), entry.  auto_recharge_failed: user, payment, reason.
+credits_expired = Signal()
+auto_recharge_failed = Signal()
 
 
-@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="billing.create_profile")
-def create_profile(sender, instance, created, raw=False, **kwargs):
-    """Every user has a Profile from the moment it exists (fixtures load their own)."""
-    if created and not raw:
-        Profile.objects.get_or_create(user=instance)
+def send_after_commit(signal: Signal, *, sender, using: str | None = None, **kwargs) -> None:
+    """Send `signal` once the current transaction commits (at once outside a transaction)."""
+    transaction.on_commit(lambda: signal.send_robust(sender=sender, **kwargs), using=using)

@@ -26,8 +26,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import stripe
-from django.conf import settings
+from django.utils.translation import gettext as _
 
+from billing.conf import app_settings
 from billing.exceptions import BillingError
 
 logger = logging.getLogger(__name__)
@@ -113,10 +114,10 @@ class Charge:
 def client() -> stripe.StripeClient:
     """A StripeClient configured from settings (cached per configuration and process)."""
     return _client(
-        settings.STRIPE_SECRET_KEY,
-        settings.STRIPE_API_BASE,
-        float(settings.STRIPE_TIMEOUT_SECONDS),
-        int(settings.STRIPE_MAX_NETWORK_RETRIES),
+        app_settings.STRIPE_SECRET_KEY,
+        app_settings.STRIPE_API_BASE,
+        float(app_settings.STRIPE_TIMEOUT_SECONDS),
+        int(app_settings.STRIPE_MAX_NETWORK_RETRIES),
         os.getpid(),  # a forked worker must not reuse its parent's connections
     )
 
@@ -279,7 +280,7 @@ def construct_event(payload: bytes, sig_header: str) -> dict:
     return the event as a plain dict."""
     try:
         stripe.WebhookSignature.verify_header(
-            payload, sig_header, settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
+            payload, sig_header, app_settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
         )
     except stripe.SignatureVerificationError as exc:
         raise WebhookSignatureError(f"webhook signature: {exc.user_message or exc}", "Invalid signature.") from exc
@@ -367,7 +368,7 @@ class _translated_errors:
 def _translate(exc: stripe.StripeError, action: str, *, quiet: bool = False) -> BillingError:
     error = (exc.json_body or {}).get("error") if isinstance(exc.json_body, dict) else None
     error = error if isinstance(error, dict) else {}
-    message = error.get("message") or exc.user_message or str(exc) or "The payment failed."
+    message = error.get("message") or exc.user_message or str(exc) or _("The payment failed.")
     description = f"{action}: {type(exc).__name__} (HTTP {exc.http_status}): {message}"
     if isinstance(exc, stripe.CardError):
         intent = error.get("payment_intent")

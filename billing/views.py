@@ -3,17 +3,19 @@ import logging
 from functools import wraps
 from http import HTTPStatus
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from billing import charges, selectors, stripe_gateway
+from billing.conf import app_settings
 from billing.exceptions import BillingError
 from billing.fulfilment import CreditingRefused, PaymentMismatch
 from billing.ledger import get_balance
+from billing.pages import render_page
 from billing.ratelimit import rate_limited
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 def billing_page(request):
     """Balance, packs to buy, payment history and the ledger (paginated, newest first)."""
     balance = get_balance(request.user)
-    return render(
+    return render_page(
         request,
         "billing/index.html",
         {
@@ -32,7 +34,7 @@ def billing_page(request):
             "packs": selectors.active_packs(),
             "payments": selectors.recent_payments(request.user),
             "ledger": selectors.ledger_page(
-                request.user, request.GET.get("page"), per_page=settings.BILLING_LEDGER_PAGE_SIZE
+                request.user, request.GET.get("page"), per_page=app_settings.BILLING_LEDGER_PAGE_SIZE
             ),
         },
     )
@@ -54,7 +56,7 @@ ERROR_STATUS = (
 )
 
 
-DATABASE_UNAVAILABLE = (
+DATABASE_UNAVAILABLE = gettext_lazy(
     "We could not record your payment just now. If your card was charged, the credits will be added "
     "automatically within a few minutes; reload the page to check before trying again."
 )
@@ -78,11 +80,11 @@ def json_post_endpoint(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if request.method != "POST":
-            response = JsonResponse({"error": "Use POST."}, status=HTTPStatus.METHOD_NOT_ALLOWED)
+            response = JsonResponse({"error": _("Use POST.")}, status=HTTPStatus.METHOD_NOT_ALLOWED)
             response["Allow"] = "POST"
             return response
         if not request.user.is_authenticated:
-            return JsonResponse({"error": "Sign in first."}, status=HTTPStatus.UNAUTHORIZED)
+            return JsonResponse({"error": _("Sign in first.")}, status=HTTPStatus.UNAUTHORIZED)
         try:
             return view(request, *args, **kwargs)
         except BillingError as exc:
@@ -110,19 +112,19 @@ def read_json_object(request) -> dict:
     except ValueError:
         declared = 0
     if declared > MAX_JSON_BODY:
-        raise BadJSON("request body too large", "The request is too large.")
+        raise BadJSON("request body too large", _("The request is too large."))
     try:
         body = request.body
     except RequestDataTooBig as exc:
-        raise BadJSON("request body too large", "The request is too large.") from exc
+        raise BadJSON("request body too large", _("The request is too large.")) from exc
     if len(body) > MAX_JSON_BODY:
-        raise BadJSON("request body too large", "The request is too large.")
+        raise BadJSON("request body too large", _("The request is too large."))
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise BadJSON("request body is not JSON", "Send a JSON object.") from exc
+        raise BadJSON("request body is not JSON", _("Send a JSON object.")) from exc
     if not isinstance(data, dict):
-        raise BadJSON("request body is not a JSON object", "Send a JSON object.")
+        raise BadJSON("request body is not a JSON object", _("Send a JSON object."))
     return data
 
 
@@ -144,7 +146,7 @@ def charge_response(result: charges.ChargeResult) -> JsonResponse:
         {
             "status": "processing",
             "payment": payment_id,
-            "error": "Your payment is still processing. Your credits will appear once it completes.",
+            "error": _("Your payment is still processing. Your credits will appear once it completes."),
         },
         status=HTTPStatus.ACCEPTED,
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from core import csp
 from core.env import env_bool, env_list, env_required
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -216,6 +217,9 @@ BILLING_LEDGER_PREPARED_STATEMENTS = env_bool("BILLING_LEDGER_PREPARED_STATEMENT
 BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
 
 # --- security: strict only where HTTPS exists (DEBUG off) ---------------------------------
+# The Content-Security-Policy core/middleware.py sends (Django 6's setting name and shape; billing's
+# system check reads it to make sure Stripe.js is allowed).
+SECURE_CSP = csp.directives(STRIPE_JS_URL, STRIPE_API_BASE)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"

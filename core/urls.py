@@ -3,7 +3,6 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import views as accounts_views
-from billing import api
 from core import views
 
 # Django's own admin login has no brute-force protection; this sends it through allauth's login,
@@ -14,9 +13,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("fortune/", views.fortune, name="fortune"),
     path("billing/", include("billing.urls")),
-    path("api/current_user", api.current_user, name="api_current_user"),
-    path("api/stripe", api.stripe_charge, name="api_stripe"),
-    path("api/logout", api.logout, name="api_logout"),
+    path("api/", include("billing.urls_emaily")),
     path("accounts/", include("allauth.urls")),
     # The original React client's Google sign-in addresses (README, JSON API).
     path("auth/google", accounts_views.google_login, name="auth_google"),

@@ -84,7 +84,7 @@ def _idempotency_error(status: int, message: str):
 async def _publishable_key_creates_payment_methods(request, handler):
     """Real Stripe lets Stripe.js create a PaymentMethod with the publishable key; localstripe
     1.15 accepts a publishable key only for tokens and sources. The dev-only browser adapter
-    (static/js/localstripe-adapter.js) sends `?key=pk_...`: let that one call through as if it
+    (billing/static/billing/localstripe-adapter.js) sends `?key=pk_...`: let that one call through as if it
     carried a secret key (localstripe checks no key's value). The page never sees a secret."""
     if (
         request.method == "POST"

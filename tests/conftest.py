@@ -8,6 +8,7 @@ import pytest
 from django.db import connection, connections
 
 from accounts.models import User
+from core import csp
 
 
 def is_postgres() -> bool:
@@ -91,6 +92,7 @@ def localstripe(localstripe_server, settings):
     """Point the app's Stripe client at the live localstripe for this test."""
     settings.STRIPE_API_BASE = localstripe_server
     settings.STRIPE_JS_URL = f"{localstripe_server}/js.stripe.com/v3/"
+    settings.SECURE_CSP = csp.directives(settings.STRIPE_JS_URL, settings.STRIPE_API_BASE)
     return localstripe_server
 
 

@@ -11,7 +11,7 @@ import requests
 from billing.ledger import add_credits
 from billing.models import CreditPack
 
-ADAPTER = "js/localstripe-adapter.js"
+ADAPTER = "billing/localstripe-adapter.js"
 
 
 def billing_html(client) -> str:
@@ -32,7 +32,7 @@ def test_production_pages_load_real_stripe_js_and_never_the_adapter(signed_in_cl
     html = billing_html(signed_in_client)
     assert '<script src="https://js.stripe.com/v3/" defer></script>' in html
     assert ADAPTER not in html
-    assert "js/billing.js" in html
+    assert "billing/billing.js" in html
 
 
 def test_against_localstripe_the_adapter_follows_stripe_js(signed_in_client, settings):
@@ -41,7 +41,7 @@ def test_against_localstripe_the_adapter_follows_stripe_js(signed_in_client, set
     html = billing_html(signed_in_client)
     stripe_js = html.index('src="http://127.0.0.1:8420/js.stripe.com/v3/"')
     adapter = html.index(ADAPTER)
-    assert stripe_js < adapter < html.index("js/billing.js")  # deferred scripts run in this order
+    assert stripe_js < adapter < html.index("billing/billing.js")  # deferred scripts run in this order
     assert 'data-api-base="http://127.0.0.1:8420"' in html
 
 

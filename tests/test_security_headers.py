@@ -11,6 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from django.conf import settings
 
+from core import csp as core_csp
+
 STRIPE_JS = "https://js.stripe.com"
 PAGES = [
     ("/", True),
@@ -87,9 +89,10 @@ def test_the_policy_allows_stripe_js_and_no_inline_script(signed_in_client):
     assert policy["base-uri"] == ["'self'"]
 
 
-def test_the_policy_follows_a_local_stripe(signed_in_client, settings):
+def test_the_policy_built_for_a_local_stripe_allows_it(signed_in_client, settings):
     settings.STRIPE_API_BASE = "http://127.0.0.1:8420"
     settings.STRIPE_JS_URL = "http://127.0.0.1:8420/js.stripe.com/v3/"
+    settings.SECURE_CSP = core_csp.directives(settings.STRIPE_JS_URL, settings.STRIPE_API_BASE)
     policy = csp(signed_in_client.get("/billing/"))
     assert "http://127.0.0.1:8420" in policy["script-src"]
     assert "http://127.0.0.1:8420" in policy["connect-src"]
@@ -102,6 +105,7 @@ def test_every_script_the_billing_page_loads_is_allowed_by_its_policy(signed_in_
     if stripe_js_url:
         settings.STRIPE_API_BASE = origin(stripe_js_url)
         settings.STRIPE_JS_URL = stripe_js_url
+        settings.SECURE_CSP = core_csp.directives(settings.STRIPE_JS_URL, settings.STRIPE_API_BASE)
     response = signed_in_client.get("/billing/")
     html = response.content.decode()
     allowed = set(csp(response)["script-src"])

@@ -1,4 +1,6 @@
-"""`manage.py adjust_credits EMAIL DELTA --reason TEXT [--actor EMAIL]`: a staff correction, through the ledger."""
+"""`manage.py adjust_credits USER DELTA --reason TEXT [--actor USER]`: a staff correction, through the ledger.
+
+USER is the login name (USERNAME_FIELD: the email for email-login user models) or the email."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -6,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from billing.exceptions import InsufficientCredits
 from billing.ledger import adjust_credits
 from billing.models import LedgerEntry
+from billing.users import display_name, lookup_fields
 
 MAX_REASON = LedgerEntry._meta.get_field("reason").max_length
 
@@ -14,11 +17,11 @@ class Command(BaseCommand):
     help = "Add (positive DELTA) or remove (negative DELTA) credits, recorded in the ledger with a reason."
 
     def add_arguments(self, parser):
-        parser.add_argument("email", help="the user's email (case-insensitive)")
+        parser.add_argument("email", metavar="USER", help="the user's login name or email (case-insensitive)")
         # A string, so "-3" reads as a negative number and a bad number gets our own message.
         parser.add_argument("delta", help="whole number of credits, e.g. 5 or -3")
         parser.add_argument("--reason", required=True, help="why (required; saved in the ledger)")
-        parser.add_argument("--actor", help="email of the staff user making the change")
+        parser.add_argument("--actor", help="login name or email of the staff user making the change")
 
     def handle(self, *args, email, delta, reason, actor=None, **options):
         delta = parse_delta(delta)
@@ -32,17 +35,18 @@ class Command(BaseCommand):
         if actor:
             actor_user = find_user(actor)
             if not actor_user.is_staff:
-                raise CommandError(f"the actor {actor_user.email} is not a staff user")
+                raise CommandError(f"the actor {display_name(actor_user)} is not a staff user")
         try:
             entry = adjust_credits(user, delta, reason=reason, actor=actor_user)
         except InsufficientCredits as exc:
             raise CommandError(
-                f"{user.email} has {exc.balance} credits; removing {-delta} would take the balance below zero"
+                f"{display_name(user)} has {exc.balance} credits; removing {-delta} would take the balance below zero"
             ) from exc
         except ValueError as exc:  # the ledger's own checks: an absurd delta, a NUL in the reason...
             raise CommandError(str(exc)) from exc
         self.stdout.write(
-            f"{user.email}: {entry.delta:+d} credits, balance now {entry.balance_after} (ledger entry {entry.pk})"
+            f"{display_name(user)}: {entry.delta:+d} credits, "
+            f"balance now {entry.balance_after} (ledger entry {entry.pk})"
         )
 
 
@@ -56,11 +60,23 @@ def parse_delta(text: str) -> int:
     return delta
 
 
-def find_user(email: str):
+def find_user(identifier: str):
+    """The user whose login name (USERNAME_FIELD) or, failing that, email is `identifier`,
+    compared case-insensitively: works with any user model."""
     User = get_user_model()
-    if "\x00" in email:  # no email has one, and PostgreSQL refuses the query outright
-        raise CommandError(f"no user with email {email!r}")
-    try:
-        return User.objects.get_by_email(email)
-    except User.DoesNotExist:
-        raise CommandError(f"no user with email {email!r}") from None
+    label = describe_identifier()
+    if "\x00" in identifier:  # no name has one, and PostgreSQL refuses the query outright
+        raise CommandError(f"no user with {label} {identifier!r}")
+    for field in lookup_fields(User):
+        matches = list(User._default_manager.filter(**{f"{field}__iexact": identifier.strip()})[:2])
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise CommandError(f"more than one user has the {field} {identifier!r}; use the exact login name")
+    raise CommandError(f"no user with {label} {identifier!r}")
+
+
+def describe_identifier() -> str:
+    """How commands name a user: "email" for an email-login model, "username or email" otherwise."""
+    fields = lookup_fields(get_user_model())
+    return " or ".join(fields)

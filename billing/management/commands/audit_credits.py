@@ -13,9 +13,9 @@ from django.db import connections, router
 from billing.models import LedgerEntry, Profile
 
 _BROKEN_SQL = """
-SELECT p.id, u.{email}, p.credits, COALESCE(l.total, 0), newest.balance_after
+SELECT p.id, u.{login}, p.credits, COALESCE(l.total, 0), newest.balance_after
 FROM {profile} p
-JOIN {user} u ON u.id = p.user_id
+JOIN {user} u ON u.{user_pk} = p.user_id
 LEFT JOIN (
     SELECT profile_id, SUM(delta) AS total, MAX(id) AS newest_id
     FROM {ledger}
@@ -29,10 +29,11 @@ ORDER BY p.id
 
 
 def broken_profiles(using: str):
-    """Yield (profile id, email, stored credits, ledger sum, newest balance_after or None) for each broken profile."""
+    """Yield (profile id, login name, credits, ledger sum, newest balance_after or None) per broken profile."""
     User = get_user_model()
     sql = _BROKEN_SQL.format(
-        email=User._meta.get_field("email").column,
+        login=User._meta.get_field(User.USERNAME_FIELD).column,
+        user_pk=User._meta.pk.column,
         profile=Profile._meta.db_table,
         user=User._meta.db_table,
         ledger=LedgerEntry._meta.db_table,

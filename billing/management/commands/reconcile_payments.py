@@ -78,7 +78,7 @@ class Command(BaseCommand):
         payment = finding.payment
         intent = finding.intent.id if finding.intent else payment.stripe_payment_intent_id or "no intent id"
         head = (
-            f"payment {payment.pk} ({payment.status}, {intent}, {payment.user.email}, "
+            f"payment {payment.pk} ({payment.status}, {intent}, {payment.user.get_username()}, "
             f"{payment.amount} {payment.currency}): "
         )
         template = (WOULD if dry_run else DONE).get(finding.action)

@@ -1,0 +1,99 @@
+"""Every setting billing reads, with its default: the one place billing looks at Django's settings.
+
+    from billing.conf import app_settings
+    app_settings.BILLING_DEFAULT_PACK
+
+A project sets only the three Stripe keys (plus `STRIPE_API_BASE` when it talks to a Stripe
+stand-in); docs/INSTALL.md has the table. What is missing or malformed is reported by
+billing/checks.py at start-up (`manage.py check`), never as an AttributeError at the first request.
+
+Reads are live: a value is looked up in `django.conf.settings` on first use and kept until the
+settings change (override_settings, pytest-django's `settings` fixture, Django's `setting_changed`
+signal). So a read on a hot path (the ledger's BILLING_LEDGER_PREPARED_STATEMENTS on every write)
+is two dictionary lookups, cheaper than `settings.X` itself.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, object] = {
+    # Stripe's keys have no usable default: checks.py reports them missing (billing.E001-E003).
+    "STRIPE_SECRET_KEY": "",
+    "STRIPE_PUBLISHABLE_KEY": "",
+    "STRIPE_WEBHOOK_SECRET": "",
+    # None means the real Stripe API; development and tests point it at a stand-in (localstripe).
+    "STRIPE_API_BASE": None,
+    "STRIPE_JS_URL": "https://js.stripe.com/v3/",
+    # A Stripe call and its retries must end well inside the web worker's timeout (check E013).
+    "STRIPE_TIMEOUT_SECONDS": 8,
+    "STRIPE_MAX_NETWORK_RETRIES": 1,
+    # The web worker's request timeout (gunicorn --timeout): a request still running then is killed.
+    "BILLING_WEB_TIMEOUT_SECONDS": 30,
+    # The pack `/api/stripe` buys and the Add Credits dialog selects first.
+    "BILLING_DEFAULT_PACK": "starter",
+    "BILLING_LEDGER_PAGE_SIZE": 25,
+    # PostgreSQL: the ledger's statement prepared once per connection; off behind PgBouncer in
+    # transaction mode before 1.21, which cannot keep prepared statements.
+    "BILLING_LEDGER_PREPARED_STATEMENTS": True,
+    # Charge attempts per signed-in user and window, "<requests>/<seconds>" or "off".
+    "BILLING_CHARGE_RATE_LIMIT": "10/60",
+    # The template billing/base.html extends; a stand-alone layout is used when it does not exist.
+    "BILLING_BASE_TEMPLATE": "base.html",
+    # Where billing's pages send people: "Back home" on the not-enough-credits page.
+    "BILLING_HOME_URL": "/",
+    # Django's own settings billing reads, with Django's defaults.
+    "AUTH_USER_MODEL": "auth.User",
+    "LOGOUT_REDIRECT_URL": None,
+    # Read, never required: the project's Content-Security-Policy (Django 6's SECURE_CSP, or
+    # django-csp 4's CONTENT_SECURITY_POLICY), which billing.E009 checks lets Stripe.js work.
+    "SECURE_CSP": None,
+    "CONTENT_SECURITY_POLICY": None,
+}
+
+
+# django.conf.settings is a LazyObject whose every attribute read costs a __getattribute__ call;
+# its instance dict holds the object behind it, which override_settings swaps.
+_LAZY_SETTINGS = object.__getattribute__(django_settings, "__dict__")
+
+
+class AppSettings:
+    """Attribute access to billing's settings (one property per name in DEFAULTS): the
+    project's value, else billing's default. An unknown name is an AttributeError."""
+
+    def __init__(self):
+        self._values: dict[str, object] = {}
+        self._source = None  # the settings object the cached values came from
+
+    def _get(self, name: str):
+        # override_settings (and pytest-django's `settings`, also when it deletes one) swaps
+        # the object behind django.conf.settings: a new one means nothing cached is valid.
+        source = _LAZY_SETTINGS.get("_wrapped")
+        if source is not self._source:
+            self._values.clear()
+            self._source = source
+        try:
+            return self._values[name]
+        except KeyError:
+            value = self._values[name] = getattr(django_settings, name, DEFAULTS[name])
+            return value
+
+    def reload(self) -> None:
+        """Forget cached values, so the next read sees Django's settings again."""
+        self._values.clear()
+
+
+for _name in DEFAULTS:
+    setattr(AppSettings, _name, property(lambda self, _name=_name: self._get(_name)))
+del _name
+
+app_settings = AppSettings()
+
+
+def _setting_changed(*, setting: str, **kwargs) -> None:
+    if setting in DEFAULTS:
+        app_settings.reload()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="billing.conf.setting_changed")
