@@ -4,9 +4,10 @@ Stripe first, outside any transaction; then `fulfilment.record_refund` with the 
 amount Stripe reports refunded on the charge, so the credits come back in the same request. The
 `charge.refunded` webhook that follows carries the same cumulative amount and changes nothing.
 
-The Stripe idempotency key names the payment and the total ever refunded before and after
-(`payment:<id>:refund:<from>-<to>`, failed refunds included, so a refund made after one failed
-never reuses the failed one's key): a double click or a resubmitted admin action asks Stripe for
+The Stripe idempotency key names the payment (by its reference, as the PaymentIntent's key does:
+ids repeat across a reset database or two environments on one Stripe account) and the total ever
+refunded before and after (`payment:<reference>:refund:<from>-<to>`, failed refunds included, so
+a refund made after one failed never reuses the failed one's key): a double click or a resubmitted admin action asks Stripe for
 the same refund twice and real Stripe makes it once. Our own books cannot double-count either
 way, because `record_refund` settles from cumulative totals, not from our request.
 """
@@ -54,7 +55,7 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
         refund = stripe_gateway.create_refund(
             intent_id=payment.stripe_payment_intent_id,
             amount=amount,
-            idempotency_key=f"payment:{payment.pk}:refund:{ever_refunded}-{refunded_after}",
+            idempotency_key=f"payment:{payment.reference}:refund:{ever_refunded}-{refunded_after}",
         )
     except stripe_gateway.InvalidPaymentRequest as exc:
         raise RefundError(exc.description, f"Stripe refused the refund: {exc.user_message}") from exc
