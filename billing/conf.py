@@ -46,6 +46,14 @@ DEFAULTS: dict[str, object] = {
     # Django's own settings billing reads, with Django's defaults.
     "AUTH_USER_MODEL": "auth.User",
     "LOGOUT_REDIRECT_URL": None,
+    # Django's CSRF cookie and header, which billing.middleware mirrors under axios's names.
+    "CSRF_HEADER_NAME": "HTTP_X_CSRFTOKEN",
+    "CSRF_COOKIE_NAME": "csrftoken",
+    "CSRF_COOKIE_AGE": 60 * 60 * 24 * 7 * 52,
+    "CSRF_COOKIE_DOMAIN": None,
+    "CSRF_COOKIE_PATH": "/",
+    "CSRF_COOKIE_SECURE": False,
+    "CSRF_COOKIE_SAMESITE": "Lax",
     # Read, never required: the project's Content-Security-Policy (Django 6's SECURE_CSP, or
     # django-csp 4's CONTENT_SECURITY_POLICY), which billing.E009 checks lets Stripe.js work.
     "SECURE_CSP": None,

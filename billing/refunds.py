@@ -7,8 +7,8 @@ amount Stripe reports refunded on the charge, so the credits come back in the sa
 The Stripe idempotency key names the payment (by its reference, as the PaymentIntent's key does:
 ids repeat across a reset database or two environments on one Stripe account) and the total ever
 refunded before and after (`payment:<reference>:refund:<from>-<to>`, failed refunds included, so
-a refund made after one failed never reuses the failed one's key): a double click or a resubmitted admin action asks Stripe for
-the same refund twice and real Stripe makes it once. Our own books cannot double-count either
+a refund made after one failed never reuses the failed one's key): a double click or a
+resubmitted admin action asks Stripe for the same refund twice and real Stripe makes it once. Our own books cannot double-count either
 way, because `record_refund` settles from cumulative totals, not from our request.
 """
 
