@@ -8,8 +8,8 @@ The Stripe idempotency key names the payment (by its reference, as the PaymentIn
 ids repeat across a reset database or two environments on one Stripe account) and the total ever
 refunded before and after (`payment:<reference>:refund:<from>-<to>`, failed refunds included, so
 a refund made after one failed never reuses the failed one's key): a double click or a
-resubmitted admin action asks Stripe for the same refund twice and real Stripe makes it once. Our own books cannot double-count either
-way, because `record_refund` settles from cumulative totals, not from our request.
+resubmitted admin action asks Stripe for the same refund twice and real Stripe makes it once.
+Our own books cannot double-count either way, because `record_refund` settles from cumulative totals, not from our request.
 """
 
 from __future__ import annotations
