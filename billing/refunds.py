@@ -9,7 +9,8 @@ ids repeat across a reset database or two environments on one Stripe account) an
 refunded before and after (`payment:<reference>:refund:<from>-<to>`, failed refunds included, so
 a refund made after one failed never reuses the failed one's key): a double click or a
 resubmitted admin action asks Stripe for the same refund twice and real Stripe makes it once.
-Our own books cannot double-count either way, because `record_refund` settles from cumulative totals, not from our request.
+Our own books cannot double-count either way, because `record_refund` settles from cumulative
+totals, not from our request.
 """
 
 from __future__ import annotations
