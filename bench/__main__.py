@@ -66,7 +66,6 @@ def main(argv=None) -> int:
         from bench import machine
 
         call_command("migrate", verbosity=0)
-        call_command("createcachetable", verbosity=0)  # the shared cache, as the Procfile's release phase does
         report = {
             "smoke": args.smoke,
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),

@@ -140,7 +140,6 @@ def main(argv=None) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
     print(
         f"PostgreSQL {pg_version}; {args.processes} processes x {args.attempts} attempts at once, "
         f"limit {LIMIT}, {args.trials} trials; cost: {args.requests} requests, one process"

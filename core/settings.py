@@ -87,8 +87,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # One cache for every worker and server: allauth's login throttling (ACCOUNT_RATE_LIMITS) counts
 # attempts in it, and a per-process cache would let each gunicorn worker grant its own budget.
-# The database by default (its table is made by `manage.py createcachetable`, which runs wherever
-# migrate runs); Redis when REDIS_URL is set.
+# The database by default (`migrate` makes its table: accounts/migrations/0003_cache_table.py);
+# Redis when REDIS_URL is set.
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -93,7 +93,6 @@ def setup_django(dbname: str, **env: str) -> str:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-    call_command("createcachetable", verbosity=0)  # the shared cache (login throttling), as the Procfile does
     return url
 
 

@@ -87,8 +87,6 @@ def main() -> int:
         stripe_line = f"localstripe at {env['STRIPE_API_BASE']} (no STRIPE_SECRET_KEY set; nothing leaves this machine)"
     try:
         subprocess.run([*manage, "migrate", "--noinput"], check=True, env=env, cwd=ROOT)
-        # The shared cache's table (login throttling); a no-op when REDIS_URL picks Redis.
-        subprocess.run([*manage, "createcachetable"], check=True, env=env, cwd=ROOT)
         print(banner(f"http://127.0.0.1:{port}/", stripe_line), flush=True)
         # Its own process group, so stopping it also stops the autoreloader's child server.
         server = subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}"], env=env, cwd=ROOT, process_group=0)

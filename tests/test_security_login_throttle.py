@@ -4,6 +4,7 @@ many wrong ones; the counts live in a cache every worker and server shares (the 
 default, Redis when REDIS_URL is set)."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -94,8 +95,7 @@ def test_a_successful_login_does_not_use_up_the_budget(client, make_user):
 
 
 def test_the_counts_are_kept_in_the_database_cache(client, staff):
-    """The shared store is a database table (created by createcachetable, which Django's test
-    database creation runs too), not process memory."""
+    """The shared store is a database table (made by `migrate`), not process memory."""
     assert django_settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
     table = django_settings.CACHES["default"]["LOCATION"]
     assert table in connection.introspection.table_names()
@@ -203,3 +203,20 @@ def test_with_mandatory_verification_staff_confirm_their_email_before_the_admin(
     assert response["Location"] == "/accounts/confirm-email/"
     assert [message.to for message in mailoutbox] == [[staff.email]]
     assert not is_signed_in_to_admin(client)
+
+
+def test_migrate_alone_makes_the_cache_table_so_a_deploy_cannot_forget_it(tmp_path):
+    """A fresh database after `manage.py migrate` and nothing else (what most platforms run)
+    already has the cache table: without it every sign-in would fail on the throttle's cache."""
+    database = tmp_path / "fresh.sqlite3"
+    env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "DJANGO_SETTINGS_MODULE": "core.settings",
+    }
+    env.pop("REDIS_URL", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    with sqlite3.connect(database) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert django_settings.CACHES["default"]["LOCATION"] in tables
