@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -277,7 +278,7 @@ def retrieve_charge(charge_id: str) -> Charge:
 
 def construct_event(payload: bytes, sig_header: str) -> dict:
     """Verify a webhook body against its Stripe-Signature header (default 300 s tolerance) and
-    return the event as a plain dict."""
+    return the event as plain JSON data (a dict), fit to be stored."""
     try:
         stripe.WebhookSignature.verify_header(
             payload, sig_header, app_settings.STRIPE_WEBHOOK_SECRET, stripe.Webhook.DEFAULT_TOLERANCE
@@ -291,24 +292,44 @@ def construct_event(payload: bytes, sig_header: str) -> dict:
         raise WebhookSignatureError(f"webhook body is not JSON: {type(exc).__name__}", "Invalid payload.") from exc
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
         raise WebhookSignatureError("webhook body is not a Stripe event", "Invalid payload.")
-    if _nesting(event) > MAX_EVENT_NESTING:
-        # A body that parses can still be too deep to store or to serialise again (each of
-        # those recurses too, from deeper in the stack): refuse it here, while that is cheap.
-        raise WebhookSignatureError("webhook body nests too deep for a Stripe event", "Invalid payload.")
+    problem = _unfit(event)
+    if problem:
+        raise WebhookSignatureError(f"webhook body {problem}", "Invalid payload.")
     return event
 
 
-def _nesting(value) -> int:
-    """How deep objects and lists nest in parsed JSON (iterative: the value may nest deep)."""
-    deepest, pending = 0, [(value, 1)]
+def _unfit(event: dict) -> str | None:
+    """Why a parsed body cannot be a Stripe event we store, or None. One iterative walk (the
+    body may nest deep) checks both:
+
+    - nesting: Stripe's events nest a handful of levels; a body that parses can still be too
+      deep to store or serialise again (each of those recurses, from deeper in the stack);
+    - contents: PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates, which
+      JSON escapes can carry ("\\u0000", "\\ud800"), nor the NaN/Infinity Python's parser accepts.
+      Stripe never sends them, so such a body is refused (400) rather than failing, unrecorded,
+      inside the database.
+    """
+    pending = [(event, 1)]
     while pending:
         value, depth = pending.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            deepest = max(deepest, depth)
-            pending.extend((item, depth + 1) for item in value)
-    return deepest
+        if isinstance(value, dict | list):
+            if depth > MAX_EVENT_NESTING:
+                return "nests too deep for a Stripe event"
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+        elif isinstance(value, float) and not math.isfinite(value):
+            return "holds a number no database can store (NaN or Infinity)"
+        elif isinstance(value, str) and ("\x00" in value or not _encodable(value)):
+            return "holds text no database can store (NUL or a lone surrogate)"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- internals -------------------------------------------------------------------------------
