@@ -4,7 +4,7 @@ Every profile gets the same pattern of entries: an opening grant, then spends of
 top-up of 5 every tenth entry; about 1% of the -1 entries are labelled adjustments and 0.1%
 refunds (same delta), so the admin's filters meet common and rare kinds. `balance_after` is
 the running sum (a window function) and the profile's `credits` is that pattern's total, so the
-SPEC 5 invariant holds and `audit_credits` passes. Rows are only inserted, which the append-only
+ledger invariant (docs/DESIGN.md) holds and `audit_credits` passes. Rows are only inserted, which the append-only
 trigger allows. A million entries take seconds because PostgreSQL builds them from
 `generate_series`, not Python.
 """

@@ -1,4 +1,4 @@
-"""The JSON API the original React client used (SPEC 9), on top of the same services as the pages.
+"""The JSON API the original React client used (README, "JSON API"), on top of the same services as the pages.
 
 - `GET /api/current_user`: `{"id", "email", "credits"}`, or JSON `null` when nobody is signed in.
   It also sets the CSRF cookies (Django's and axios's `XSRF-TOKEN`, see billing.middleware), so

@@ -1,6 +1,6 @@
 """Buying a pack: start a charge, finish it after 3-D Secure, and apply what Stripe says.
 
-The flow (SPEC 7), with no Stripe call inside a database transaction:
+The flow (README, "Architecture"; docs/DESIGN.md), with no Stripe call inside a database transaction:
 
 1. `start_charge` validates what the client sent (a pack slug and a payment method id, never a
    price), records a pending `Payment` whose credits and amount are copied from the pack, and

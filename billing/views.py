@@ -40,7 +40,7 @@ def billing_page(request):
     )
 
 
-# --- the charge endpoints (SPEC 7.4): JSON in, JSON out; the work is in billing.charges ----------
+# --- the charge endpoints (docs/INSTALL.md, "URLs"): JSON in, JSON out; the work is in billing.charges ----------
 
 MAX_JSON_BODY = 4096  # a pack slug and a payment method id fit many times over
 ERROR_STATUS = (
@@ -155,7 +155,7 @@ def charge_response(result: charges.ChargeResult) -> JsonResponse:
 @rate_limited("charge")
 @json_post_endpoint
 def charge(request):
-    """POST {"pack": slug, "payment_method": "pm_..."}: buy a pack (SPEC 7.4)."""
+    """POST {"pack": slug, "payment_method": "pm_..."}: buy a pack (docs/INSTALL.md, "URLs")."""
     data = read_json_object(request)
     result = charges.start_charge(request.user, pack_slug=data.get("pack"), payment_method=data.get("payment_method"))
     return charge_response(result)

@@ -91,7 +91,7 @@ def money_state() -> dict:
 
 
 def assert_ledger_invariant() -> None:
-    """SPEC 5 for every profile: credits == sum(delta) == newest balance_after, never below zero."""
+    """The ledger invariant (docs/DESIGN.md), every profile: credits == sum(delta) == newest balance_after >= 0."""
     from django.db.models import OuterRef, Subquery, Sum
 
     from billing.models import LedgerEntry, Profile

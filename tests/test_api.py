@@ -1,4 +1,4 @@
-"""The JSON API of SPEC 9: /api/current_user, /api/stripe, /api/logout."""
+"""The original React client's JSON API (README, "JSON API"): /api/current_user, /api/stripe, /api/logout."""
 
 from __future__ import annotations
 

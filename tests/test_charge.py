@@ -1,4 +1,4 @@
-"""Buying a pack through POST /billing/charge/ and /billing/charge/<id>/confirm/ (SPEC 7.4),
+"""Buying a pack through POST /billing/charge/ and /billing/charge/<id>/confirm/,
 against the live localstripe: success, decline, 3-D Secure, Stripe unreachable, bad input,
 CSRF, other users' payments, and the charge racing the webhook."""
 

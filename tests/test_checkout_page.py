@@ -1,6 +1,6 @@
 """What the billing page hands the browser for the Add Credits dialog (the browser flow itself is
 tests/test_browser.py): Stripe.js from STRIPE_JS_URL, the dev-only localstripe adapter only when
-STRIPE_API_BASE points at a stand-in, the charge endpoints of SPEC 7.4, the publishable key."""
+STRIPE_API_BASE points at a stand-in, the charge endpoints, the publishable key."""
 
 import re
 from http import HTTPStatus

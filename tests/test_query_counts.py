@@ -1,5 +1,5 @@
 """/billing/ and /api/current_user make a small, fixed number of queries, whatever the ledger's
-size, and a redelivered webhook costs one (issue 5; docs/BENCHMARKS.md measures the latency)."""
+size, and a redelivered webhook costs one (docs/BENCHMARKS.md measures the latency)."""
 
 import hashlib
 import hmac

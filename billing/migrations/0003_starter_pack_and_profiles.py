@@ -1,5 +1,5 @@
-"""The `starter` pack (5 credits for 500 USD cents, SPEC 5), and a profile for any user who
-existed before the billing app was installed."""
+"""The `starter` pack (5 credits for 500 USD cents, the original app's "$5 for 5 credits"), and a
+profile for any user who existed before the billing app was installed."""
 
 from django.conf import settings
 from django.db import migrations

@@ -1,4 +1,4 @@
-"""`manage.py audit_credits`: check the ledger invariant (SPEC 5) for every profile at once.
+"""`manage.py audit_credits`: check the ledger invariant (docs/DESIGN.md) for every profile at once.
 
 For each profile: `credits == sum(delta)` of its ledger entries (0 when it has none), and the
 newest entry's `balance_after == credits`. One set-based query does it (a single GROUP BY pass

@@ -1,5 +1,5 @@
 /*
- * The Add Credits dialog (SPEC 7): a Stripe.js card Element, a PaymentMethod created in the
+ * The Add Credits dialog (README, "Architecture"; docs/INSTALL.md): a Stripe.js card Element, a PaymentMethod created in the
  * browser, then POST /billing/charge/ with {pack, payment_method}. The server names the price;
  * this page only names a pack. 3-D Secure: stripe.confirmCardPayment(client_secret), then
  * POST /billing/charge/<id>/confirm/. Plain JS, no build step, no inline script (CSP).
