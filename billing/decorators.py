@@ -8,6 +8,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import spend_credits
@@ -59,7 +60,7 @@ def credits_required(cost: int, *, reason: str | None = None):
             if client_key is not None:
                 problem = _key_problem(client_key)
                 if problem:
-                    return _refusal(request, problem, HTTPStatus.BAD_REQUEST)
+                    return _refusal(problem, HTTPStatus.BAD_REQUEST)
                 client_key = client_key.strip()
             try:
                 with transaction.atomic():
@@ -91,7 +92,7 @@ def credits_required(cost: int, *, reason: str | None = None):
             except IdempotencyKeyReused:
                 # The ledger saw this key on another operation (a key stored before requests were
                 # recorded, or one shared with a direct ledger call): never spend it twice.
-                return _refusal(request, KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
+                return _refusal(KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
 
         wrapper.credits_cost = cost
         return wrapper
@@ -99,18 +100,22 @@ def credits_required(cost: int, *, reason: str | None = None):
     return decorator
 
 
-KEY_REUSED = "This Idempotency-Key was already used for a different request. Send a new key for a new request."
-NOT_REPLAYABLE = "This request was already completed with this Idempotency-Key; its response cannot be repeated."
+KEY_REUSED = gettext_lazy(
+    "This Idempotency-Key was already used for a different request. Send a new key for a new request."
+)
+NOT_REPLAYABLE = gettext_lazy(
+    "This request was already completed with this Idempotency-Key; its response cannot be repeated."
+)
 
 
 def _key_problem(key: str) -> str | None:
     key = key.strip()
     if not key:
-        return "The Idempotency-Key header is empty."
+        return _("The Idempotency-Key header is empty.")
     if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        return f"The Idempotency-Key header must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters."
+        return _("The Idempotency-Key header must be at most %(n)d characters.") % {"n": MAX_IDEMPOTENCY_KEY_LENGTH}
     if not all(" " <= ch <= "~" for ch in key):
-        return "The Idempotency-Key header must be printable ASCII."
+        return _("The Idempotency-Key header must be printable ASCII.")
     return None
 
 
@@ -132,9 +137,9 @@ def _claim_key(request, key: str, fingerprint: str) -> tuple[IdempotentRequest |
     except IntegrityError:
         stored = IdempotentRequest.objects.get(user=request.user, key=key)
     if stored.fingerprint != fingerprint:
-        return None, _refusal(request, KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
+        return None, _refusal(KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
     if stored.body is None:
-        return None, _refusal(request, NOT_REPLAYABLE, HTTPStatus.CONFLICT)
+        return None, _refusal(NOT_REPLAYABLE, HTTPStatus.CONFLICT)
     response = HttpResponse(bytes(stored.body), status=stored.status_code, content_type=stored.content_type or None)
     if stored.location:
         response["Location"] = stored.location
@@ -151,6 +156,6 @@ def _keep(record: IdempotentRequest, response: HttpResponse) -> None:
     record.save(update_fields=["status_code", "content_type", "location", "body"])
 
 
-def _refusal(request, message: str, status: HTTPStatus) -> HttpResponse:
+def _refusal(message: str, status: HTTPStatus) -> HttpResponse:
     # Only a request with an Idempotency-Key header is refused here: a program, which reads JSON.
     return JsonResponse({"error": message}, status=status)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from billing import ledger, signals
 from billing.exceptions import BillingError
@@ -49,7 +50,7 @@ class CreditingRefused(BillingError):
         self.why = why
 
 
-CREDITING_REFUSED_MESSAGE = (
+CREDITING_REFUSED_MESSAGE = gettext_lazy(
     "Your payment went through, but we could not add the credits automatically. "
     "Our team has been alerted and will add them; you do not need to pay again."
 )

@@ -60,7 +60,7 @@ DATABASE_UNAVAILABLE = gettext_lazy(
     "We could not record your payment just now. If your card was charged, the credits will be added "
     "automatically within a few minutes; reload the page to check before trying again."
 )
-UNEXPECTED_ERROR = (
+UNEXPECTED_ERROR = gettext_lazy(
     "Something went wrong on our side. If your card was charged, the credits will be added "
     "automatically; reload the page to check before trying again."
 )
