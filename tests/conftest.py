@@ -96,17 +96,21 @@ def localstripe(localstripe_server, settings):
     return localstripe_server
 
 
-@pytest.fixture(autouse=True)
-def _seed_data_survives_flushes(request):
-    """Transactional tests end with a flush that also removes what data migrations created (the
-    `starter` pack). Put it back for every test that runs on a flushed, committed database."""
+def _transactional(request) -> bool:
+    """Whether the test runs on a committed database that a flush empties afterwards."""
     marker = request.node.get_closest_marker("django_db")
-    transactional = (
+    return (
         "transactional_db" in request.fixturenames
         or "live_server" in request.fixturenames
         or (marker is not None and marker.kwargs.get("transaction", False))
     )
-    if transactional:
+
+
+@pytest.fixture(autouse=True)
+def _seed_data_survives_flushes(request):
+    """Transactional tests end with a flush that also removes what data migrations created (the
+    `starter` pack). Put it back for every test that runs on a flushed, committed database."""
+    if _transactional(request):
         request.getfixturevalue("transactional_db")
         from billing.models import CreditPack
 
@@ -120,12 +124,7 @@ def _shared_cache_cleared_after_flushes(request):
     """The shared cache (login throttling counts) is a database table that no model owns, so the
     flush ending a transactional test leaves it alone: clear it then, as the rollback of every
     other test does. (Requested first, so the database is still open when this clears it.)"""
-    marker = request.node.get_closest_marker("django_db")
-    transactional = (
-        "transactional_db" in request.fixturenames
-        or "live_server" in request.fixturenames
-        or (marker is not None and marker.kwargs.get("transaction", False))
-    )
+    transactional = _transactional(request)
     if transactional:
         request.getfixturevalue("transactional_db")
     yield

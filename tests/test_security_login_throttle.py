@@ -125,20 +125,11 @@ def test_the_limit_is_shared_across_processes(client, make_user):
     assert not is_signed_in_to_admin(client)
 
 
-def test_redis_url_selects_djangos_redis_cache():
-    code = "from django.conf import settings; print(*(settings.CACHES['default'][k] for k in ('BACKEND', 'LOCATION')))"
+def settings_in_a_fresh_process(code: str, **environ: str) -> str:
+    """What `code` prints with the development settings read from `environ` in a new process."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings"}
-    with_redis = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env={**env, "REDIS_URL": "redis://127.0.0.1:6379/3"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert with_redis.stdout.split() == ["django.core.cache.backends.redis.RedisCache", "redis://127.0.0.1:6379/3"]
-    without = subprocess.run(
+    env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", **environ}
+    result = subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
         cwd=ROOT,
         env=env,
@@ -146,7 +137,15 @@ def test_redis_url_selects_djangos_redis_cache():
         text=True,
         timeout=60,
     )
-    assert without.stdout.split() == ["django.core.cache.backends.db.DatabaseCache", "django_cache"]
+    return result.stdout
+
+
+def test_redis_url_selects_djangos_redis_cache():
+    code = "from django.conf import settings; print(*(settings.CACHES['default'][k] for k in ('BACKEND', 'LOCATION')))"
+    with_redis = settings_in_a_fresh_process(code, REDIS_URL="redis://127.0.0.1:6379/3")
+    assert with_redis.split() == ["django.core.cache.backends.redis.RedisCache", "redis://127.0.0.1:6379/3"]
+    without = settings_in_a_fresh_process(code)
+    assert without.split() == ["django.core.cache.backends.db.DatabaseCache", "django_cache"]
 
 
 def _redis_or_skip():
@@ -180,17 +179,7 @@ def test_the_lockout_holds_on_redis(settings, client, staff):
 
 def test_trusted_proxy_count_comes_from_the_environment():
     code = "from django.conf import settings; print(settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", "TRUSTED_PROXY_COUNT": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.stdout.strip() == "1"
+    assert settings_in_a_fresh_process(code, TRUSTED_PROXY_COUNT="1").strip() == "1"
 
 
 def test_with_mandatory_verification_staff_confirm_their_email_before_the_admin(settings, client, staff, mailoutbox):

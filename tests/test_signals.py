@@ -5,7 +5,7 @@ import pytest
 from django.db import transaction
 
 from billing import fulfilment, ledger, signals
-from billing.models import CreditPack, Payment
+from tests import stripe_events as events
 
 
 @pytest.fixture
@@ -32,18 +32,6 @@ def received():
         signal.disconnect(dispatch_uid=f"test-{id(signal)}")
 
 
-def new_payment(user, intent="pi_signal"):
-    pack = CreditPack.objects.get(slug="starter")
-    return Payment.objects.create(
-        user=user,
-        pack=pack,
-        credits=pack.credits,
-        amount=pack.amount,
-        currency=pack.currency,
-        stripe_payment_intent_id=intent,
-    )
-
-
 def fulfil(payment):
     return fulfilment.fulfil_payment(
         payment,
@@ -56,7 +44,7 @@ def fulfil(payment):
 
 @pytest.mark.django_db(transaction=True)
 def test_credits_purchased_is_sent_once_and_only_after_commit(user, received):
-    payment = new_payment(user)
+    payment = events.make_payment(user)
     with transaction.atomic():
         result = fulfil(payment)
         assert received == []  # not while the transaction is open
@@ -71,7 +59,7 @@ def test_credits_purchased_is_sent_once_and_only_after_commit(user, received):
 
 @pytest.mark.django_db(transaction=True)
 def test_nothing_is_sent_when_the_transaction_rolls_back(user, received):
-    payment = new_payment(user)
+    payment = events.make_payment(user)
     with pytest.raises(RuntimeError), transaction.atomic():
         fulfil(payment)
         raise RuntimeError("the caller's work failed")
@@ -80,7 +68,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(user, received):
 
 
 def test_refund_and_shortfall(user, received, django_capture_on_commit_callbacks):
-    payment = new_payment(user)
+    payment = events.make_payment(user)
     with django_capture_on_commit_callbacks(execute=True):
         fulfil(payment)
     ledger.spend_credits(user, 4, reason="spent before the refund")
@@ -100,7 +88,7 @@ def test_refund_and_shortfall(user, received, django_capture_on_commit_callbacks
 
 
 def test_payment_disputed(user, received, django_capture_on_commit_callbacks):
-    payment = new_payment(user)
+    payment = events.make_payment(user)
     with django_capture_on_commit_callbacks(execute=True):
         fulfil(payment)
     received.clear()
@@ -116,7 +104,7 @@ def test_a_failing_receiver_does_not_break_the_payment(user, django_capture_on_c
     signals.credits_purchased.connect(broken, weak=False, dispatch_uid="broken")
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            fulfil(new_payment(user))
+            fulfil(events.make_payment(user))
     finally:
         signals.credits_purchased.disconnect(dispatch_uid="broken")
     assert ledger.get_balance(user) == 5
