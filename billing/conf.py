@@ -8,15 +8,15 @@ stand-in); docs/INSTALL.md has the table. What is missing or malformed is report
 billing/checks.py at start-up (`manage.py check`), never as an AttributeError at the first request.
 
 Reads are live: a value is looked up in `django.conf.settings` on first use and kept until the
-settings change (override_settings, pytest-django's `settings` fixture, Django's `setting_changed`
-signal). So a read on a hot path (the ledger's BILLING_LEDGER_PREPARED_STATEMENTS on every write)
-is two dictionary lookups, cheaper than `settings.X` itself.
+settings object behind `django.conf.settings` changes (override_settings and pytest-django's
+`settings` fixture swap it, also when they delete a setting). So a read on a hot path (the
+ledger's BILLING_LEDGER_PREPARED_STATEMENTS on every write) is two dictionary lookups, cheaper
+than `settings.X` itself.
 """
 
 from __future__ import annotations
 
 from django.conf import settings as django_settings
-from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, object] = {
     # Stripe's keys have no usable default: checks.py reports them missing (billing.E001-E003).
@@ -87,21 +87,9 @@ class AppSettings:
             value = self._values[name] = getattr(django_settings, name, DEFAULTS[name])
             return value
 
-    def reload(self) -> None:
-        """Forget cached values, so the next read sees Django's settings again."""
-        self._values.clear()
-
 
 for _name in DEFAULTS:
     setattr(AppSettings, _name, property(lambda self, _name=_name: self._get(_name)))
 del _name
 
 app_settings = AppSettings()
-
-
-def _setting_changed(*, setting: str, **kwargs) -> None:
-    if setting in DEFAULTS:
-        app_settings.reload()
-
-
-setting_changed.connect(_setting_changed, dispatch_uid="billing.conf.setting_changed")
