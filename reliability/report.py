@@ -426,6 +426,28 @@ that fails without the fix.
    later). `core/settings.py`, `Procfile`; `reliability/faults.py`.
 5. **`/billing/?page=369367187477555804` answered 500**: any page number now shows a page (past
    the end: the last one). `billing/selectors.py`; `tests/test_query_counts.py`.
+6. **A deeply nested, validly signed webhook body answered 500** (`RecursionError`): the body is
+   checked in one walk where it is parsed (nesting, NUL, lone surrogates, NaN) and refused with
+   400. `billing/stripe_gateway.py`; `tests/test_webhooks.py`.
+7. **A signed event that could not be matched answered 500 forever** (a dispute on a Charges-API
+   charge): events about things this site did not create are stored as ignored and answered 200;
+   a missing PaymentIntent is asked of Stripe before the event's transaction. `billing/webhooks.py`;
+   `tests/test_webhooks.py`.
+8. **A won dispute never gave the credits back**: `charge.dispute.closed` (won) and
+   `charge.dispute.funds_reinstated`, and refunds that fail (`charge.refund.updated`,
+   `refund.updated`, `refund.failed`), give back what the clawback took, as `reinstatement`
+   entries, exactly once in any order; inquiries never claw back nor block a staff refund.
+   `billing/fulfilment.py`; `tests/test_webhook_reinstatement.py` (every order of the events, and
+   six processes at once).
+9. **The webhook did not check `metadata.user_id`**: every path that matches an event to a payment
+   now does; a mismatch never credits. `tests/test_webhooks.py`.
+10. **`/admin/login/` had no throttling**: it goes through allauth's rate-limited login, whose
+    counts live in a cache shared by every worker and server (a database table made by `migrate`,
+    or Redis). `core/urls.py`, `core/settings.py`; `tests/test_security_login_throttle.py`. The
+    charge limiter was measured against django-ratelimit and kept (below).
+11. **Webhook bodies over the upload limit answered an HTML 400**, and admin constraint errors read
+    like "Constraint ... is violated": now JSON (413), and plain words.
+    `tests/test_webhooks.py`, `tests/test_admin_constraint_messages.py`.
 """
 
 # Measured once by `python -m bench.ratelimit_compare`, not by this suite; kept here so a run keeps it.
