@@ -23,11 +23,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8420)
     args = parser.parse_args()
     from aiohttp import web
+    from localstripe.resources import store
     from localstripe.server import app  # state starts empty: nothing is loaded from the pickle
 
+    # localstripe writes its whole store to /tmp/localstripe.pickle after every change: each
+    # write costs time in proportion to everything created so far (a long test or benchmark run
+    # slows down as it goes), and every instance on the machine writes the same file. This
+    # launcher never loads it (each run starts empty), so the state stays in memory only.
+    store.dump_to_disk = lambda: None
     app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
     app.middlewares.insert(0, web.middleware(_idempotency_keys))
-    # Innermost: after localstripe's own error, auth and save-to-disk middlewares.
+    # Innermost: after localstripe's own error and auth middlewares.
     app.middlewares.append(web.middleware(_payment_method_from_card_token))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
