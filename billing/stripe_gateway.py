@@ -309,18 +309,24 @@ def _unfit(event: dict) -> str | None:
       Stripe never sends them, so such a body is refused (400) rather than failing, unrecorded,
       inside the database.
     """
-    pending = [(event, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_EVENT_NESTING:
-                return "nests too deep for a Stripe event"
-            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
-            pending.extend((item, depth + 1) for item in items)
-        elif isinstance(value, float) and not math.isfinite(value):
-            return "holds a number no database can store (NaN or Infinity)"
-        elif isinstance(value, str) and ("\x00" in value or not _encodable(value)):
-            return "holds text no database can store (NUL or a lone surrogate)"
+    level, depth = [event], 0
+    while level:  # one level of nesting at a time: containers only
+        depth += 1
+        if depth > MAX_EVENT_NESTING:
+            return "nests too deep for a Stripe event"
+        deeper = []
+        for container in level:
+            items = (*container.keys(), *container.values()) if type(container) is dict else container
+            for value in items:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    deeper.append(value)
+                elif kind is str:
+                    if "\x00" in value or not (value.isascii() or _encodable(value)):
+                        return "holds text no database can store (NUL or a lone surrogate)"
+                elif kind is float and not math.isfinite(value):
+                    return "holds a number no database can store (NaN or Infinity)"
+        level = deeper
     return None
 
 
