@@ -6,10 +6,10 @@ The flow (README, "Architecture"; docs/DESIGN.md), with no Stripe call inside a 
    price), records a pending `Payment` whose credits and amount are copied from the pack, and
    commits it.
 2. Outside any transaction it asks Stripe to create and confirm a PaymentIntent for that
-   amount, with the idempotency key `payment:<id>:<created>:intent` (the creation time keeps a
-   reset development database's reused ids from replaying old intents at a shared Stripe test
-   account, which keeps keys for 24 h) and metadata naming the payment, so
-   the webhook and `reconcile_payments` can find our payment from the intent.
+   amount, with the idempotency key `payment:<reference>:intent` (`Payment.reference`, unique
+   per installation, keeps a reset development database's reused ids from replaying old intents
+   at a shared Stripe test account, which keeps keys for 24 h) and metadata naming the payment,
+   so the webhook and `reconcile_payments` can find our payment from the intent.
 3. Stripe's answer goes to `billing.fulfilment` (credit, 3-D Secure, or fail), which is
    idempotent and locks the payment, so the webhook arriving first, later or at the same
    moment changes nothing twice.
@@ -28,8 +28,16 @@ from dataclasses import dataclass
 from django.utils.translation import gettext as _
 
 from billing import fulfilment, ledger, stripe_gateway
-from billing.exceptions import BillingError
+from billing.exceptions import (
+    CardDeclined,
+    InvalidCharge,
+    InvalidPaymentRequest,
+    PaymentInProgress,
+    PaymentNotFound,
+    StripeUnavailable,
+)
 from billing.models import CreditPack, Payment
+from billing.stripe_gateway import IntentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +45,19 @@ Status = Payment.Status
 PACK_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")
 PAYMENT_METHOD_ID = re.compile(r"pm_[A-Za-z0-9_]{1,200}")
 CARD_TOKEN_ID = re.compile(r"tok_[A-Za-z0-9_]{1,200}")
-FAILED_AT_STRIPE = ("requires_payment_method", "canceled")
-
-
-class InvalidCharge(BillingError):
-    """What the client sent cannot be charged (unknown or inactive pack, malformed payment method)."""
-
-
-class PaymentNotFound(BillingError):
-    """No such payment for this user (another user's payments do not exist, as far as they know)."""
-
-
-class PaymentInProgress(BillingError):
-    """The payment's outcome is not known yet (Stripe is still working on it, or we never heard back)."""
 
 
 @dataclass(frozen=True)
 class ChargeResult:
     """Where a payment stands after a charge or confirm request.
 
-    status: "succeeded" (credited; `credits` is the new balance, `added` what the payment
-    added), "requires_action" (3-D Secure: `client_secret` for Stripe.js), or "processing"
-    (Stripe has not decided; the webhook will settle it).
+    status: SUCCEEDED (credited; `credits` is the new balance, `added` what the payment
+    added), REQUIRES_ACTION (3-D Secure: `client_secret` for Stripe.js), or PROCESSING
+    (Stripe has not decided; the webhook will settle it). A failed payment raises CardDeclined.
     """
 
     payment: Payment
-    status: str
+    status: IntentStatus
     credits: int | None = None
     added: int = 0
     client_secret: str | None = None
@@ -106,17 +101,16 @@ def start_charge(user, *, pack_slug, payment_method, accept_card_tokens=False) -
             },
             idempotency_key=intent_idempotency_key(payment),
         )
-    except stripe_gateway.CardDeclined as declined:
-        # localstripe's decline names no intent; real Stripe's does. Either way the
-        # payment_intent.payment_failed webhook names our payment through its metadata.
+    except CardDeclined as declined:
+        # Stripe's decline names the intent the attempt made (now requires_payment_method).
         fulfilment.fail_payment(payment, message=declined.user_message, intent_id=declined.intent_id)
         raise
-    except stripe_gateway.InvalidPaymentRequest as invalid:
+    except InvalidPaymentRequest as invalid:
         # Stripe refused the request itself (e.g. a payment method it does not know): no
         # intent exists, so nothing can succeed later.
         fulfilment.fail_payment(payment, message=invalid.user_message)
         raise
-    except stripe_gateway.StripeUnavailable:
+    except StripeUnavailable:
         logger.warning("payment %s left pending: Stripe unavailable during create", payment.pk)
         raise
     return apply_intent(payment, intent, source="charge")
@@ -131,24 +125,19 @@ def confirm_charge(user, payment_id) -> ChargeResult:
     """
     payment = Payment.objects.select_related("pack").filter(pk=payment_id, user_id=user.pk).first()
     if payment is None:
-        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}", _("No such payment."))
+        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}")
     if payment.status in fulfilment.CREDITED:
         return _result(payment)
     if not payment.stripe_payment_intent_id:
         if payment.status == Status.FAILED:
-            raise stripe_gateway.CardDeclined(
-                f"payment {payment.pk} failed", payment.failure_message or _("The payment failed.")
-            )
-        raise PaymentInProgress(
-            f"payment {payment.pk} has no intent yet",
-            _("This payment is still being processed. Your credits will appear once it completes."),
-        )
+            raise CardDeclined(f"payment {payment.pk} failed", payment.failure_message or None)
+        raise PaymentInProgress(f"payment {payment.pk} has no intent yet")
     intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
-    if intent.status == "requires_confirmation":
+    if intent.status == IntentStatus.REQUIRES_CONFIRMATION:
         # Confirmation after authentication (manual-confirmation intents; ours confirm
         # automatically, so this is a safety net).
         intent = stripe_gateway.confirm_payment_intent(
-            intent.id, idempotency_key=f"payment:{payment.pk}:confirm:{intent.id}"
+            intent.id, idempotency_key=f"payment:{payment.reference}:confirm:{intent.id}"
         )
     return apply_intent(payment, intent, source="confirm")
 
@@ -161,44 +150,30 @@ def intent_idempotency_key(payment: Payment) -> str:
 
 
 def apply_intent(payment: Payment, intent: stripe_gateway.Intent, *, source: str) -> ChargeResult:
-    """Move `payment` to where `intent` (fresh from Stripe) says it is, via billing.fulfilment.
-
-    Raises CardDeclined (with Stripe's message) when the intent failed and the payment is not
-    credited. Safe to call again and concurrently with the webhook: fulfilment decides.
-    """
-    if intent.status == "succeeded":
-        done = fulfilment.fulfil_payment(
-            payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source=source
-        )
-        return _result(done.payment)
-    if intent.status == "requires_action":
-        payment = fulfilment.mark_requires_action(payment, intent_id=intent.id)
-        if payment.status == Status.REQUIRES_ACTION:
-            return ChargeResult(payment=payment, status="requires_action", client_secret=intent.client_secret)
-        return _result(payment)
-    if intent.status in FAILED_AT_STRIPE:
-        message = intent.error_message or (
-            _("The payment was canceled.") if intent.status == "canceled" else _("The payment failed.")
-        )
-        payment = fulfilment.fail_payment(payment, message=message, intent_id=intent.id)
-        return _result(payment)
-    # processing, requires_capture...: Stripe has not decided; the webhook will.
-    payment = fulfilment.attach_intent(payment, intent_id=intent.id)
+    """Settle `payment` from `intent` (fresh from Stripe) through billing.fulfilment and say
+    where it stands. Raises CardDeclined (with Stripe's message) when the payment failed."""
+    applied = fulfilment.apply_intent(payment, intent, source=source)
+    payment = applied.payment
+    if applied.outcome == fulfilment.Outcome.AWAIT_ACTION and payment.status == Status.REQUIRES_ACTION:
+        return ChargeResult(payment=payment, status=IntentStatus.REQUIRES_ACTION, client_secret=intent.client_secret)
     return _result(payment)
 
 
 def _result(payment: Payment) -> ChargeResult:
     if payment.status in fulfilment.CREDITED:
         return ChargeResult(
-            payment=payment, status="succeeded", credits=ledger.get_balance(payment.user), added=payment.credits
+            payment=payment,
+            status=IntentStatus.SUCCEEDED,
+            credits=ledger.get_balance(payment.user),
+            added=payment.credits,
         )
     if payment.status == Status.FAILED:
-        raise stripe_gateway.CardDeclined(
+        raise CardDeclined(
             f"payment {payment.pk} failed: {payment.failure_message}",
-            payment.failure_message or _("The payment failed."),
+            payment.failure_message or None,
             intent_id=payment.stripe_payment_intent_id,
         )
-    return ChargeResult(payment=payment, status="processing")
+    return ChargeResult(payment=payment, status=IntentStatus.PROCESSING)
 
 
 # --- input -----------------------------------------------------------------------------------

@@ -1,13 +1,43 @@
+"""Every error a caller of `billing` is expected to catch, in one hierarchy.
+
+Each is a `BillingError(description, user_message)` (the pattern of Zulip's billing): the
+description is for logs and staff, the user message is safe to show the customer and defaults to
+the class's own `default_message`. The JSON views answer each with one HTTP status, from one
+table (`billing.http.ERROR_STATUS`).
+
+    BillingError
+    ├── InsufficientCredits        the balance is short (402)
+    ├── IdempotencyKeyReused       a key sent again with another operation (422 where a view maps it)
+    ├── BadRequest                 a request body that is not a small JSON object (400)
+    ├── InvalidCharge              what the client asked to buy cannot be charged (400)
+    ├── PaymentNotFound            not this user's payment (404)
+    ├── PaymentInProgress          the outcome is not known yet (409)
+    ├── PaymentMismatch            Stripe's facts contradict our payment: never credit (409)
+    ├── CreditingRefused           Stripe took the money, the ledger refused the credits (500)
+    ├── RefundError                a refund that cannot be made (staff)
+    └── StripeError                whatever Stripe answered (billing.stripe_gateway raises these)
+        ├── StripeUnavailable      Stripe unreachable or failing: the outcome is unknown (503)
+        ├── CardDeclined           the card was refused (402)
+        ├── InvalidPaymentRequest  Stripe rejected the request itself (400)
+        └── WebhookSignatureError  a webhook body that does not verify (400)
+
+`AppendOnlyViolation` is not a BillingError: it is a bug in the caller (something tried to
+change the ledger's history), never a condition to handle.
+"""
+
+from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 
 class BillingError(Exception):
     """A billing operation that could not be done; `user_message` is safe to show the user."""
 
+    default_message = _("The request could not be completed.")
+
     def __init__(self, description: str, user_message: str | None = None):
         super().__init__(description)
         self.description = description
-        self.user_message = user_message or description
+        self.user_message = str(user_message or self.default_message)
 
 
 class InsufficientCredits(BillingError):
@@ -29,6 +59,112 @@ class InsufficientCredits(BillingError):
 
 class IdempotencyKeyReused(BillingError):
     """An idempotency key was sent again with a different operation than the first time."""
+
+    default_message = _("This Idempotency-Key was already used for a different request.")
+
+
+class BadRequest(BillingError):
+    """The request body is not a small JSON object."""
+
+    default_message = _("Send a JSON object.")
+
+
+class InvalidCharge(BillingError):
+    """What the client sent cannot be charged (unknown or inactive pack, malformed payment method)."""
+
+    default_message = _("That pack is not for sale.")
+
+
+class PaymentNotFound(BillingError):
+    """No such payment for this user (another user's payments do not exist, as far as they know)."""
+
+    default_message = _("No such payment.")
+
+
+class PaymentInProgress(BillingError):
+    """The payment's outcome is not known yet (Stripe is still working on it, or we never heard back)."""
+
+    default_message = _("This payment is still being processed. Your credits will appear once it completes.")
+
+
+class PaymentMismatch(BillingError):
+    """Stripe's facts do not match the payment (another intent, amount, currency or user): never credit."""
+
+    default_message = _("This payment does not match our records.")
+
+
+class CreditingRefused(BillingError):
+    """Stripe took the money but the ledger refused to add the credits. Nothing of the fulfilment
+    was written; the payment is flagged (`Payment.needs_attention`) for staff, who fix the cause
+    and re-run whatever delivered the success (the webhook event from the admin, or reconcile)."""
+
+    default_message = _(
+        "Your payment went through, but we could not add the credits automatically. "
+        "Our team has been alerted and will add them; you do not need to pay again."
+    )
+
+    def __init__(self, description: str, user_message: str | None = None, *, payment_id: int, why: str):
+        super().__init__(description, user_message)
+        self.payment_id = payment_id
+        self.why = why
+
+
+class RefundError(BillingError):
+    """The payment cannot be refunded (not paid, already refunded, disputed, bad amount) or Stripe refused."""
+
+    default_message = _("This payment cannot be refunded.")
+
+
+# --- what Stripe answered (raised by billing.stripe_gateway only) ----------------------------
+
+
+class StripeError(BillingError):
+    """Stripe refused or could not answer a request."""
+
+
+class StripeUnavailable(StripeError):
+    """Stripe could not be reached or failed on its side; the outcome of the request is unknown."""
+
+    default_message = _(
+        "We could not reach the payment provider. Please try again in a moment; "
+        "if your card was charged, the credits will be added automatically."
+    )
+
+
+class CardDeclined(StripeError):
+    """The card was refused. `intent_id` names the PaymentIntent Stripe made for the attempt
+    (None when no intent exists, e.g. a payment recorded as failed before reaching Stripe);
+    `code` is Stripe's decline code or error code."""
+
+    default_message = _("The payment failed.")
+
+    def __init__(
+        self,
+        description: str,
+        user_message: str | None = None,
+        *,
+        intent_id: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(description, user_message)
+        self.intent_id = intent_id
+        self.code = code
+
+
+class InvalidPaymentRequest(StripeError):
+    """Stripe rejected the request as invalid (unknown payment method or intent, bad parameter)."""
+
+    default_message = _("The payment provider refused the request.")
+
+    def __init__(self, description: str, user_message: str | None = None, *, http_status: int | None = None):
+        super().__init__(description, user_message)
+        self.http_status = http_status
+
+
+class WebhookSignatureError(StripeError):
+    """A webhook whose signature, timestamp or body does not verify."""
+
+    default_message = "Invalid payload."  # answered to Stripe, never shown to a customer
 
 
 class AppendOnlyViolation(Exception):

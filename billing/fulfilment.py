@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 
 from django.db import transaction
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 
 from billing import ledger, signals
-from billing.exceptions import BillingError
+from billing.exceptions import CreditingRefused, PaymentMismatch
 from billing.models import LedgerEntry, Payment
+from billing.stripe_gateway import Intent, IntentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -35,32 +36,69 @@ OPEN = (Status.PENDING, Status.REQUIRES_ACTION, Status.FAILED)
 MAX_REFUNDED = 2**31 - 1  # the largest amount the payment's integer columns hold
 
 
-class PaymentMismatch(BillingError):
-    """Stripe's facts do not match the payment (another intent, amount or currency): never credit."""
-
-
-class CreditingRefused(BillingError):
-    """Stripe took the money but the ledger refused to add the credits. Nothing of the fulfilment
-    was written; the payment is flagged (`Payment.needs_attention`) for staff, who fix the cause
-    and re-run whatever delivered the success (the webhook event from the admin, or reconcile)."""
-
-    def __init__(self, description: str, user_message: str, *, payment_id: int, why: str):
-        super().__init__(description, user_message)
-        self.payment_id = payment_id
-        self.why = why
-
-
-CREDITING_REFUSED_MESSAGE = gettext_lazy(
-    "Your payment went through, but we could not add the credits automatically. "
-    "Our team has been alerted and will add them; you do not need to pay again."
-)
-
-
 @dataclass(frozen=True)
 class Fulfilment:
     payment: Payment
     entry: LedgerEntry
     newly_credited: bool  # False when an earlier path had already credited it
+
+
+class Outcome(StrEnum):
+    """What a PaymentIntent's status means for our payment."""
+
+    CREDIT = "credit"  # Stripe took the money
+    FAIL = "fail"  # the attempt failed or was canceled: nothing was taken
+    AWAIT_ACTION = "await_action"  # the customer must authenticate (3-D Secure)
+    ATTACH = "attach"  # Stripe has not decided yet: remember the intent, wait for its webhook
+
+
+# The one reading of Stripe's intent statuses (IntentStatus); any status Stripe adds later is
+# taken as "not decided yet", the only reading that can neither credit nor fail wrongly.
+OUTCOMES = {
+    IntentStatus.SUCCEEDED: Outcome.CREDIT,
+    IntentStatus.REQUIRES_PAYMENT_METHOD: Outcome.FAIL,
+    IntentStatus.CANCELED: Outcome.FAIL,
+    IntentStatus.REQUIRES_ACTION: Outcome.AWAIT_ACTION,
+}
+
+
+def outcome_of(intent: Intent) -> Outcome:
+    return OUTCOMES.get(intent.status, Outcome.ATTACH)
+
+
+@dataclass(frozen=True)
+class Applied:
+    payment: Payment
+    outcome: Outcome
+    newly_credited: bool = False  # this call credited the payment (not an earlier path)
+
+
+def apply_intent(payment: Payment, intent: Intent, *, source: str) -> Applied:
+    """Move `payment` to where `intent`, fresh from Stripe, says it is: credit, fail, wait for
+    3-D Secure, or only remember the intent. The one place that acts on an intent's status, used
+    by the charge and confirm views and reconcile_payments; idempotent and safe to run
+    concurrently with the webhook (each step locks the payment and moves it towards the state
+    Stripe's facts imply)."""
+    outcome = outcome_of(intent)
+    if outcome == Outcome.CREDIT:
+        done = fulfil_payment(
+            payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source=source
+        )
+        return Applied(done.payment, outcome, newly_credited=done.newly_credited)
+    if outcome == Outcome.FAIL:
+        return Applied(fail_payment(payment, message=failure_message(intent), intent_id=intent.id), outcome)
+    if outcome == Outcome.AWAIT_ACTION:
+        return Applied(mark_requires_action(payment, intent_id=intent.id), outcome)
+    return Applied(attach_intent(payment, intent_id=intent.id), outcome)
+
+
+def failure_message(intent: Intent) -> str:
+    """Why a failed intent failed, in Stripe's words when it gives them."""
+    if intent.error_message:
+        return intent.error_message
+    if intent.status == IntentStatus.CANCELED:
+        return _("The payment was canceled.")
+    return _("The payment failed.")
 
 
 def purchase_key(payment: Payment) -> str:
@@ -82,9 +120,7 @@ def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: s
         # Committed at once outside a caller's transaction; inside one (the webhook's), the
         # caller records it with its failure (flag_for_attention).
         flag_for_attention(payment.pk, why)
-        raise CreditingRefused(
-            f"payment {payment.pk}: {why}", CREDITING_REFUSED_MESSAGE, payment_id=payment.pk, why=why
-        ) from exc
+        raise CreditingRefused(f"payment {payment.pk}: {why}", payment_id=payment.pk, why=why) from exc
 
 
 def flag_for_attention(payment_id: int, why: str) -> None:

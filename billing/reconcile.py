@@ -22,9 +22,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import fulfilment, stripe_gateway
-from billing.charges import FAILED_AT_STRIPE
-from billing.exceptions import BillingError
+from billing.exceptions import BillingError, InvalidPaymentRequest, PaymentMismatch, StripeUnavailable
+from billing.fulfilment import Outcome
 from billing.models import Payment
+from billing.stripe_gateway import IntentStatus
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,11 @@ NEVER_REACHED_STRIPE = "The payment never reached Stripe; no charge was made."
 
 
 class Action:
-    CREDIT = "credit"
-    FAIL = "fail"
-    AWAIT_ACTION = "requires_action"
-    ATTACH = "attach"
+    # Applying what the intent says (billing.fulfilment.Outcome); then reconcile's own findings.
+    CREDIT = Outcome.CREDIT
+    FAIL = Outcome.FAIL
+    AWAIT_ACTION = Outcome.AWAIT_ACTION
+    ATTACH = Outcome.ATTACH
     NONE = "none"
     UNKNOWN = "unknown"
     ABANDON = "abandon"
@@ -80,7 +82,7 @@ def investigate(payment: Payment) -> Finding:
     if payment.stripe_payment_intent_id:
         try:
             intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
-        except stripe_gateway.InvalidPaymentRequest as exc:
+        except InvalidPaymentRequest as exc:
             return Finding(payment, Action.ERROR, None, f"Stripe refused to show the intent: {exc.user_message}")
     else:
         intent, note, named = _find_lost_intent(payment)
@@ -109,7 +111,7 @@ def investigate_all(payments) -> tuple[list[Finding], bool]:
         try:
             findings.append(investigate(payment))
             in_a_row, answered = 0, True
-        except stripe_gateway.StripeUnavailable as exc:
+        except StripeUnavailable as exc:
             in_a_row += 1
             findings.append(Finding(payment, Action.ERROR, None, f"Stripe could not be reached: {exc.description}"))
         except Exception as exc:
@@ -123,23 +125,13 @@ def settle(finding: Finding) -> Finding:
     """Apply a finding through billing.fulfilment; returns what was done (NONE if it already had been)."""
     payment, intent, action = finding.payment, finding.intent, finding.action
     try:
-        if action == Action.CREDIT:
-            done = fulfilment.fulfil_payment(
-                payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source="reconcile"
-            )
-            if not done.newly_credited:
-                return Finding(payment, Action.NONE, intent, "already credited by another path")
-        elif action == Action.FAIL:
-            fulfilment.fail_payment(
-                payment, message=intent.error_message or f"The payment {intent.status}.", intent_id=intent.id
-            )
-        elif action == Action.AWAIT_ACTION:
-            fulfilment.mark_requires_action(payment, intent_id=intent.id)
-        elif action == Action.ATTACH:
-            fulfilment.attach_intent(payment, intent_id=intent.id)
-        elif action == Action.ABANDON:
+        if action == Action.ABANDON:
             fulfilment.fail_payment(payment, message=NEVER_REACHED_STRIPE)
-    except fulfilment.PaymentMismatch as exc:
+        elif isinstance(action, Outcome):
+            applied = fulfilment.apply_intent(payment, intent, source="reconcile")
+            if action == Action.CREDIT and not applied.newly_credited:
+                return Finding(payment, Action.NONE, intent, "already credited by another path")
+    except PaymentMismatch as exc:
         logger.error("reconcile: %s", exc)
         return Finding(payment, Action.ERROR, intent, f"does not match Stripe: {exc}")
     except Exception as exc:
@@ -155,15 +147,15 @@ def settle(finding: Finding) -> Finding:
 
 
 def _decide(payment: Payment, intent: stripe_gateway.Intent) -> str:
-    unsettled = payment.status in (Status.PENDING, Status.REQUIRES_ACTION)
-    if intent.status == "succeeded":
-        return Action.CREDIT if payment.status in fulfilment.OPEN else Action.NONE
-    if intent.status in FAILED_AT_STRIPE:
-        return Action.FAIL if unsettled else Action.NONE
-    if intent.status == "requires_action":
-        return Action.AWAIT_ACTION if payment.status == Status.PENDING else Action.NONE
-    # processing, requires_confirmation, requires_capture: Stripe has not decided yet.
-    return Action.ATTACH if not payment.stripe_payment_intent_id else Action.NONE
+    """What applying the intent would do to this payment, or NONE when it is already there."""
+    outcome = fulfilment.outcome_of(intent)
+    needed = {
+        Outcome.CREDIT: payment.status in fulfilment.OPEN,
+        Outcome.FAIL: payment.status in (Status.PENDING, Status.REQUIRES_ACTION),
+        Outcome.AWAIT_ACTION: payment.status == Status.PENDING,
+        Outcome.ATTACH: not payment.stripe_payment_intent_id,
+    }[outcome]
+    return outcome if needed else Action.NONE
 
 
 def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, str, bool]:
@@ -189,7 +181,7 @@ def _find_lost_intent(payment: Payment) -> tuple[stripe_gateway.Intent | None, s
         if found:
             note = f"{len(found)} PaymentIntent(s) name this payment id but not its reference, user, amount or time"
         return None, note, bool(found)
-    succeeded = [intent for intent in ours if intent.status == "succeeded"]
+    succeeded = [intent for intent in ours if intent.status == IntentStatus.SUCCEEDED]
     if len(succeeded) > 1:
         logger.error(
             "payment %s: %d succeeded intents (%s): check for a double charge",

@@ -20,17 +20,13 @@ import logging
 from django.utils.translation import gettext as _
 
 from billing import fulfilment, stripe_gateway
-from billing.exceptions import BillingError
+from billing.exceptions import InvalidPaymentRequest, RefundError
 from billing.models import Payment
 from billing.templatetags.billing_money import money
 
 logger = logging.getLogger(__name__)
 
 Status = Payment.Status
-
-
-class RefundError(BillingError):
-    """The payment cannot be refunded (not paid, already refunded, disputed, bad amount) or Stripe refused."""
 
 
 def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Payment:
@@ -58,9 +54,9 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
             amount=amount,
             idempotency_key=f"payment:{payment.reference}:refund:{ever_refunded}-{refunded_after}",
         )
-    except stripe_gateway.InvalidPaymentRequest as exc:
+    except InvalidPaymentRequest as exc:
         raise RefundError(exc.description, f"Stripe refused the refund: {exc.user_message}") from exc
-    if refund.status in ("failed", "canceled"):
+    if refund.status in stripe_gateway.REFUND_RETURNED:
         raise RefundError(
             f"payment {payment.pk}: Stripe refund {refund.id} is {refund.status}",
             f"Stripe reports the refund {refund.status}; nothing was clawed back.",

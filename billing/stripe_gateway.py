@@ -1,8 +1,8 @@
 """The only module that imports `stripe`.
 
 Everything the app asks Stripe goes through these functions, which answer with small frozen
-dataclasses (never Stripe objects) and turn Stripe's errors into the project's own
-`BillingError`s, each with a message fit for the user:
+dataclasses (never Stripe objects) and turn Stripe's errors into the `billing.exceptions.StripeError`
+family, each with a message fit for the user:
 
 - `StripeUnavailable`: Stripe could not be reached or answered with a server error, a rate
   limit or a refusal of our keys. The outcome of a create is then unknown: callers keep the
@@ -11,9 +11,13 @@ dataclasses (never Stripe objects) and turn Stripe's errors into the project's o
 - `InvalidPaymentRequest`: Stripe rejected the request itself, e.g. an unknown payment method (400).
 - `WebhookSignatureError`: a webhook body whose signature, timestamp or JSON does not check out.
 
-Idempotency keys go on every create: real Stripe honours them for 24 hours, so a retried
-request (by the SDK or by us) never makes a second PaymentIntent or refund. localstripe ignores
-them; our own exactly-once guarantees come from the database, not from these keys.
+Idempotency keys go on every create: Stripe honours them for 24 hours, so a retried request (by
+the SDK or by us) never makes a second PaymentIntent or refund. Our own exactly-once guarantees
+come from the database, not from these keys.
+
+This module follows Stripe's documented behaviour only. Development and the tests run against
+localstripe; what it lacks is taught to it by the project's launcher (scripts/localstripe_server.py),
+never accommodated here.
 """
 
 from __future__ import annotations
@@ -25,12 +29,19 @@ import math
 import os
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import stripe
 from django.utils.translation import gettext as _
 
 from billing.conf import app_settings
-from billing.exceptions import BillingError
+from billing.exceptions import (
+    BillingError,
+    CardDeclined,
+    InvalidPaymentRequest,
+    StripeUnavailable,
+    WebhookSignatureError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,39 +49,30 @@ logger = logging.getLogger(__name__)
 # deeper is not an event, and would only exhaust the recursion of whatever reads it next.
 MAX_EVENT_NESTING = 32
 
-UNAVAILABLE_MESSAGE = (
-    "We could not reach the payment provider. Please try again in a moment; "
-    "if your card was charged, the credits will be added automatically."
-)
+
+class IntentStatus(StrEnum):
+    """A PaymentIntent's `status`, as Stripe documents it; what each means for a payment is
+    decided in one place, `billing.fulfilment.apply_intent`."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"  # the last attempt failed (or none was made)
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"  # 3-D Secure: the customer must authenticate
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"
 
 
-class StripeUnavailable(BillingError):
-    """Stripe could not be reached or failed on its side; the outcome of the request is unknown."""
-
-    def __init__(self, description: str, user_message: str | None = None):
-        super().__init__(description, user_message or UNAVAILABLE_MESSAGE)
-
-
-class CardDeclined(BillingError):
-    """The card was refused. `intent_id` names the PaymentIntent when Stripe says which (real
-    Stripe does, localstripe does not); `code`/`decline_code` are Stripe's."""
-
-    def __init__(self, description: str, user_message: str, *, intent_id: str | None = None, code: str | None = None):
-        super().__init__(description, user_message)
-        self.intent_id = intent_id
-        self.code = code
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
 
 
-class InvalidPaymentRequest(BillingError):
-    """Stripe rejected the request as invalid (unknown payment method or intent, bad parameter)."""
-
-    def __init__(self, description: str, user_message: str | None = None, *, http_status: int | None = None):
-        super().__init__(description, user_message)
-        self.http_status = http_status
-
-
-class WebhookSignatureError(BillingError):
-    """A webhook whose signature, timestamp or body does not verify."""
+# A refund in one of these states gave the money back to us; it never changes state again.
+REFUND_RETURNED = (RefundStatus.FAILED, RefundStatus.CANCELED)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Intent:
     """What we need to know about a PaymentIntent."""
 
     id: str
-    status: str  # requires_payment_method, requires_confirmation, requires_action, processing, succeeded, canceled, ...
+    status: str  # an IntentStatus value (kept a plain string: Stripe may add statuses)
     amount: int
     currency: str
     client_secret: str | None
@@ -206,32 +208,18 @@ def retrieve_payment_intent(intent_id: str) -> Intent:
     return _intent(intent)
 
 
-def find_payment_intents(*, metadata_key: str, metadata_value: str, scan_limit: int = 1000) -> list[Intent]:
-    """PaymentIntents whose metadata[metadata_key] == metadata_value, newest first.
+def find_payment_intents(*, metadata_key: str, metadata_value: str) -> list[Intent]:
+    """PaymentIntents whose metadata[metadata_key] == metadata_value (at most 100), newest first.
 
     For a payment whose intent id we never learnt (the worker died, or the answer timed out,
-    after Stripe accepted the create). Real Stripe answers through its Search API (eventually
-    consistent, within about a minute). localstripe has no search (404): we fall back to listing
-    at most `scan_limit` intents (in the order the API lists them) and filtering here.
+    after Stripe accepted the create). Stripe's Search API is eventually consistent: an intent
+    created in the last minute may not be found yet, which reconcile treats as "not yet known".
     """
     value = str(metadata_value)
-    query = f"metadata['{metadata_key}']:'{_search_literal(value)}'"
-    try:
-        with _translated_errors("search payment intents", quiet=True):
-            result = client().v1.payment_intents.search(params={"query": query, "limit": 100})
-        found = [_intent(pi) for pi in result.data]
-    except InvalidPaymentRequest as exc:
-        if exc.http_status != 404:  # 404: no search endpoint (localstripe)
-            raise
-        found = []
-        with _translated_errors("list payment intents"):
-            page = client().v1.payment_intents.list(params={"limit": 100})
-            for scanned, pi in enumerate(page.auto_paging_iter()):
-                if scanned >= scan_limit:
-                    break
-                intent = _intent(pi)
-                if intent.metadata.get(metadata_key) == value:
-                    found.append(intent)
+    query = f"metadata['{_search_literal(metadata_key)}']:'{_search_literal(value)}'"
+    with _translated_errors("search payment intents"):
+        result = client().v1.payment_intents.search(params={"query": query, "limit": 100})
+    found = [_intent(pi) for pi in result.data]
     return [i for i in found if i.metadata.get(metadata_key) == value]
 
 
@@ -356,7 +344,7 @@ def _intent(obj) -> Intent:
     data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
     error = data.get("last_payment_error") or {}
     charge = data.get("latest_charge")
-    if isinstance(charge, dict):  # expanded (localstripe always expands it)
+    if isinstance(charge, dict):  # expanded
         charge = charge.get("id")
     metadata = data.get("metadata") or {}
     return Intent(

@@ -9,6 +9,7 @@ suite and the benchmarks. Development and tests only: production talks to the re
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def main() -> None:
     app.middlewares.insert(0, web.middleware(_idempotency_keys))
     # Innermost: after localstripe's own error and auth middlewares.
     app.middlewares.append(web.middleware(_payment_method_from_card_token))
+    app.middlewares.append(web.middleware(_search_payment_intents))
+    app.middlewares.append(web.middleware(_card_errors_name_their_intent))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
@@ -142,6 +145,74 @@ async def _payment_method_from_card_token(request, handler):
     )
     token._used_by = payment_method.id
     return json_response(payment_method._export())
+
+
+# --- stand-in extension: searching PaymentIntents by metadata -----------------------------------
+# Stripe documents `GET /v1/payment_intents/search?query=metadata['key']:'value'` (the Search API);
+# reconcile_payments uses it to find an intent whose id it never learnt. localstripe 1.15 has no
+# Search API (the path reads as an intent id and answers 404). This answers the one query form the
+# app sends, exact metadata match, newest first, as a `search_result`; any other query is refused
+# the way Stripe refuses a query it cannot parse (400). Real Stripe's search is eventually
+# consistent (about a minute behind); this one is immediate.
+_METADATA_QUERY = re.compile(r"metadata\['((?:[^'\\]|\\.)+)'\]:'((?:[^'\\]|\\.)*)'")
+
+
+async def _search_payment_intents(request, handler):
+    if request.method != "GET" or request.path != "/v1/payment_intents/search":
+        return await handler(request)
+    from localstripe.errors import UserError
+    from localstripe.resources import PaymentIntent, store
+    from localstripe.server import json_response
+
+    query = request.query.get("query", "")
+    match = _METADATA_QUERY.fullmatch(query.strip())
+    if match is None:
+        raise UserError(400, f"Invalid search query: {query!r}", {"param": "query"})
+    key, value = (re.sub(r"\\(.)", r"\1", part) for part in match.groups())
+    try:
+        limit = min(max(int(request.query.get("limit", "10")), 1), 100)
+    except ValueError:
+        raise UserError(400, "Invalid integer: limit", {"param": "limit"}) from None
+    found = [
+        obj
+        for obj in store.values()
+        if isinstance(obj, PaymentIntent) and key in (obj.metadata or {}) and str(obj.metadata[key]) == value
+    ]
+    found.sort(key=lambda obj: obj.created, reverse=True)
+    return json_response(
+        {
+            "object": "search_result",
+            "url": "/v1/payment_intents/search",
+            "data": [obj._export() for obj in found[:limit]],
+            "has_more": len(found) > limit,
+            "next_page": None,
+        }
+    )
+
+
+# --- stand-in extension: a declined card names its PaymentIntent ---------------------------------
+# When confirming a PaymentIntent fails because the card was declined, Stripe answers 402 with a
+# `card_error` whose `payment_intent` is the intent (now requires_payment_method), so the caller
+# learns which intent the attempt made. localstripe 1.15 answers an `invalid_request_error` naming
+# only the charge. This adds the intent (found through the charge) and the error type.
+_CONFIRMING = re.compile(r"/v1/payment_intents(/[^/]+/confirm)?")
+
+
+async def _card_errors_name_their_intent(request, handler):
+    from localstripe.errors import UserError
+    from localstripe.resources import store
+
+    try:
+        return await handler(request)
+    except UserError as exc:
+        error = exc.body.get("error")
+        if exc.code == 402 and request.method == "POST" and _CONFIRMING.fullmatch(request.path) and error:
+            charge = store.get(f"charge:{error.get('charge')}")
+            intent = store.get(f"payment_intent:{getattr(charge, 'payment_intent', None)}")
+            error["type"] = "card_error"
+            if intent is not None:
+                error["payment_intent"] = intent._export()
+        raise
 
 
 # --- helpers for tests and `make run` ----------------------------------------------------------

@@ -117,6 +117,9 @@ def test_decline_answers_402_with_stripes_message(localstripe, signed_in_client,
     payment = Payment.objects.get(user=user)
     assert payment.status == Payment.Status.FAILED
     assert payment.failure_message == "Your card was declined."
+    # Stripe's decline names the intent the attempt made: the payment keeps it for staff and reconcile.
+    intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
+    assert (intent.status, intent.metadata["payment_id"]) == ("requires_payment_method", str(payment.pk))
     assert_nothing_credited(user)
 
 

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from billing import ledger
-from billing.fulfilment import CREDITING_REFUSED_MESSAGE
+from billing.exceptions import CreditingRefused
 from billing.models import MAX_AMOUNT, MAX_CREDITS_PER_CHANGE, CreditPack, LedgerEntry, Payment, Profile, StripeEvent
 from scripts import localstripe_server
 from tests import stripe_events as events
@@ -84,7 +84,7 @@ def test_a_ledger_refusal_after_stripe_charged_answers_json_and_flags_the_paymen
 
     assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"error": CREDITING_REFUSED_MESSAGE}
+    assert response.json() == {"error": CreditingRefused.default_message}
     payment = Payment.objects.get(user=user)
     assert payment.status == Payment.Status.PENDING  # not failed: Stripe has the money
     assert payment.stripe_payment_intent_id is None or payment.stripe_payment_intent_id.startswith("pi_")

@@ -50,3 +50,41 @@ def test_keys_are_forgotten_with_the_data_and_distinct_keys_are_distinct(localst
     localstripe_server.reset(localstripe)
     create(localstripe, INTENT, "key-3")
     assert len(intents(localstripe)) == 1
+
+
+def search(base: str, query: str, **params) -> requests.Response:
+    return requests.get(f"{base}/v1/payment_intents/search", params={"query": query, **params}, headers=KEY, timeout=10)
+
+
+def test_intents_are_found_by_metadata_through_the_search_api(localstripe):
+    localstripe_server.reset(localstripe)
+    ours = create(localstripe, {**INTENT, "metadata[payment_id]": "7", "metadata[note]": "it's"}, "s-1").json()
+    create(localstripe, {**INTENT, "metadata[payment_id]": "77"}, "s-2")
+    create(localstripe, INTENT, "s-3")
+    found = search(localstripe, "metadata['payment_id']:'7'")
+    assert found.status_code == 200
+    assert found.json()["object"] == "search_result"
+    assert [intent["id"] for intent in found.json()["data"]] == [ours["id"]]
+    quoted = search(localstripe, "metadata['note']:'it\\'s'").json()["data"]
+    assert [intent["id"] for intent in quoted] == [ours["id"]]
+    assert search(localstripe, "metadata['payment_id']:'8'").json()["data"] == []
+
+
+def test_a_search_query_the_stand_in_cannot_read_is_refused(localstripe):
+    answer = search(localstripe, "amount>100")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_declined_card_error_names_the_intent_it_made(localstripe):
+    localstripe_server.reset(localstripe)
+    card = {"type": "card", "card[number]": "4000000000000341", "card[exp_month]": "12", "card[exp_year]": "2034"}
+    method = requests.post(
+        f"{localstripe}/v1/payment_methods", data={**card, "card[cvc]": "123"}, headers=KEY, timeout=10
+    )
+    declined = create(localstripe, {**INTENT, "payment_method": method.json()["id"]}, "d-1")
+    assert declined.status_code == 402
+    error = declined.json()["error"]
+    assert error["type"] == "card_error"
+    assert error["payment_intent"]["status"] == "requires_payment_method"
+    assert [intent["id"] for intent in intents(localstripe)] == [error["payment_intent"]["id"]]

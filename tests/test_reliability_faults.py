@@ -17,8 +17,8 @@ import requests
 from django.db import connection
 
 from billing import ledger
+from billing.http import DATABASE_UNAVAILABLE
 from billing.models import LedgerEntry, Payment
-from billing.views import DATABASE_UNAVAILABLE
 from reliability.faultproxy import FaultyStripe
 from tests.stripe_helpers import post_json, signed_headers
 

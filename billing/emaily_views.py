@@ -1,4 +1,5 @@
-"""The JSON API the original React client used (README, "JSON API"), on top of the same services as the pages.
+"""The views of the JSON API the original Emaily React client used (README, "JSON API"), on top
+of the same services as the pages.
 
 - `GET /api/current_user`: `{"id", "email", "credits"}`, or JSON `null` when nobody is signed in.
   It also sets the CSRF cookies (Django's and axios's `XSRF-TOKEN`, see billing.middleware), so
@@ -23,9 +24,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from billing import charges
 from billing.conf import app_settings
+from billing.http import json_post_endpoint, read_json_object
 from billing.ledger import get_balance
 from billing.ratelimit import rate_limited
-from billing.views import json_post_endpoint, read_json_object
+from billing.stripe_gateway import IntentStatus
 
 
 def user_object(user) -> dict:
@@ -54,7 +56,7 @@ def stripe_charge(request):
     )
     payment = {"id": result.payment.pk, "status": result.status, "client_secret": result.client_secret}
     # The client puts whatever a 2xx answers in place of the user; a payment alone would blank its header.
-    status = HTTPStatus.ACCEPTED if result.status == "processing" else HTTPStatus.OK
+    status = HTTPStatus.ACCEPTED if result.status == IntentStatus.PROCESSING else HTTPStatus.OK
     return JsonResponse({**user_object(request.user), "payment": payment}, status=status)
 
 
