@@ -9,6 +9,7 @@ suite and the benchmarks. Development and tests only: production talks to the re
 from __future__ import annotations
 
 import argparse
+import pathlib
 import re
 import socket
 import subprocess
@@ -38,6 +39,7 @@ def main() -> None:
     app.middlewares.append(web.middleware(_payment_method_from_card_token))
     app.middlewares.append(web.middleware(_search_payment_intents))
     app.middlewares.append(web.middleware(_card_errors_name_their_intent))
+    app.middlewares.append(web.middleware(_stripe_js_with_adapter))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 
 
@@ -93,7 +95,7 @@ def _idempotency_error(status: int, message: str):
 async def _publishable_key_creates_payment_methods(request, handler):
     """Real Stripe lets Stripe.js create a PaymentMethod with the publishable key; localstripe
     1.15 accepts a publishable key only for tokens and sources. The dev-only browser adapter
-    (billing/static/billing/localstripe-adapter.js) sends `?key=pk_...`: let that one call through as if it
+    (scripts/localstripe_stripejs.js) sends `?key=pk_...`: let that one call through as if it
     carried a secret key (localstripe checks no key's value). The page never sees a secret."""
     if (
         request.method == "POST"
@@ -213,6 +215,23 @@ async def _card_errors_name_their_intent(request, handler):
             if intent is not None:
                 error["payment_intent"] = intent._export()
         raise
+
+
+# --- stand-in extension: Stripe.js createPaymentMethod -----------------------------------------
+# Real Stripe.js creates a PaymentMethod from its card Element; localstripe 1.15's fake Stripe.js
+# has an empty stub. scripts/localstripe_stripejs.js fills it (see its header); it is served
+# appended to the fake, so pages load one "Stripe.js" from the stand-in, as from Stripe.
+_STRIPE_JS_ADAPTER = pathlib.Path(__file__).with_name("localstripe_stripejs.js")
+
+
+async def _stripe_js_with_adapter(request, handler):
+    response = await handler(request)
+    if request.method != "GET" or request.path != "/js.stripe.com/v3/" or response.status != 200:
+        return response
+    from aiohttp import web
+
+    script = response.text + "\n" + _STRIPE_JS_ADAPTER.read_text()
+    return web.Response(text=script, content_type="application/javascript")
 
 
 # --- helpers for tests and `make run` ----------------------------------------------------------

@@ -62,7 +62,6 @@ WHEEL_MUST_HAVE = [
     "billing/templates/billing/insufficient_credits.html",
     "billing/static/billing/billing.js",
     "billing/static/billing/billing.css",
-    "billing/static/billing/localstripe-adapter.js",
     "billing/migrations/0001_initial.py",
     "billing/management/commands/adjust_credits.py",
     "billing/management/commands/reconcile_payments.py",

@@ -80,8 +80,6 @@ def billing_checkout(context, packs=None):
     values = {
         **_dialog_context(context, packs),
         "stripe_js_url": app_settings.STRIPE_JS_URL,
-        # The dev-only adapter is added when STRIPE_API_BASE points at a stand-in (production never sets it).
-        "localstripe_api_base": (app_settings.STRIPE_API_BASE or "").rstrip("/"),
     }
     return engine.get_template("billing/_checkout.html").render(template.Context(values, autoescape=context.autoescape))
 

@@ -1,27 +1,33 @@
 /*
- * DEVELOPMENT AND TESTS ONLY: an adapter for localstripe's fake Stripe.js.
+ * DEVELOPMENT AND TESTS ONLY: what localstripe's fake Stripe.js lacks, taught to it.
  *
- * The page loads this right after Stripe.js only when STRIPE_API_BASE points the site at
- * localstripe (`make run`, the browser tests). Production never sets STRIPE_API_BASE, never
- * loads this file, and uses the real Stripe.js, whose createPaymentMethod needs no help.
+ * The project's localstripe launcher (scripts/localstripe_server.py) serves this appended to
+ * localstripe's own fake Stripe.js at /js.stripe.com/v3/, so a page that loads "Stripe.js" from
+ * the stand-in gets both in one script; the billing app knows nothing of it, and production loads
+ * the real Stripe.js, which needs no help.
  *
  * localstripe 1.15's fake Stripe.js has a card Element (plain inputs it keeps in
  * `element._inputs`) but an empty createPaymentMethod stub. This fills the stub the way the
  * real one behaves: it POSTs the card fields to localstripe's /v1/payment_methods with the
- * publishable key (scripts/localstripe_server.py lets that key through, as real Stripe does)
- * and answers {paymentMethod} or {error: {message}}. It also labels the fake inputs for people
- * and adds the focus()/clear() methods a real Element has.
+ * publishable key (the launcher lets that key through, as real Stripe does) and answers
+ * {paymentMethod} or {error: {message}}. It also labels and lays out the fake inputs for people
+ * (styles set from script: the page's CSP allows no inline style attributes, and the real
+ * Element is an iframe that brings its own) and adds the focus()/clear() methods a real Element has.
  */
 (function () {
   "use strict";
 
-  const script = document.currentScript;
   const fakeStripe = window.Stripe;
   if (typeof fakeStripe !== "function") {
     console.warn("localstripe-adapter: Stripe.js is not loaded; nothing to adapt.");
     return;
   }
-  const apiBase = (script && script.dataset.apiBase) || window.LOCALSTRIPE_BASE_API || "";
+  // Defined at the top of localstripe's fake Stripe.js, this script's first half.
+  const apiBase = typeof LOCALSTRIPE_BASE_API === "string" ? LOCALSTRIPE_BASE_API : "";
+
+  function styled(node, styles) {
+    if (node) Object.assign(node.style, styles);
+  }
 
   const FIELDS = {
     number: { label: "Card number", placeholder: "Card number", autocomplete: "cc-number", max: 16, digits: true },
@@ -34,10 +40,14 @@
   function labelInputs(element, mountPoint) {
     const target = typeof mountPoint === "string" ? document.querySelector(mountPoint) : mountPoint;
     if (target) target.classList.add("localstripe-card");
+    styled(target, { display: "flex", flexWrap: "wrap", gap: ".4rem", alignItems: "center", padding: ".6rem" });
     const caption = target && target.querySelector("span");
     if (caption) {
       caption.textContent = "Test card (localstripe)";
       caption.className = "localstripe-caption";
+      styled(caption, {
+        flexBasis: "100%", fontSize: ".75rem", color: "#b54708", textTransform: "uppercase", letterSpacing: ".05em",
+      });
     }
     Object.keys(FIELDS).forEach((name) => {
       const input = element._inputs && element._inputs[name];
@@ -48,6 +58,10 @@
       input.setAttribute("placeholder", field.placeholder);
       input.setAttribute("autocomplete", field.autocomplete);
       input.setAttribute("size", String(Math.min(field.max, 16)));
+      styled(input, {
+        width: "auto", minWidth: "0", flex: name === "number" ? "1 1 100%" : "1 1 3.2rem", padding: ".45rem .55rem",
+        border: "1px solid #d0d5dd", borderRadius: "6px", font: "inherit", fontVariantNumeric: "tabular-nums",
+      });
       if (!field.digits) return;
       input.setAttribute("inputmode", "numeric");
       // The fake moves focus on once a field looks full: keep only digits (so "4242 4242 ..."
