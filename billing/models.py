@@ -7,6 +7,7 @@ never happen (a negative balance, a zero ledger delta, a second row for a unique
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from billing.conf import app_settings
 from billing.exceptions import AppendOnlyViolation
@@ -33,6 +34,10 @@ class Profile(models.Model):
 
     user = models.OneToOneField(app_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
     credits = models.BigIntegerField(default=0, editable=False)
+    # No open grant of this profile expires before this (null: none expires). May be earlier than
+    # the true next expiry (the grant was used up since): only a hint that lets reads skip the
+    # grants until something could have expired. Written by billing.ledger only.
+    next_expiry = models.DateTimeField(null=True, blank=True, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -71,6 +76,12 @@ class CreditPack(models.Model):
     )
     currency = models.CharField(max_length=3, default="usd")
     active = models.BooleanField(default=True)
+    validity_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1, message="Credits must stay valid for at least 1 day.")],
+        help_text="Days the purchased credits stay usable; empty: they never expire.",
+    )
 
     class Meta:
         ordering = ["amount", "slug"]
@@ -96,6 +107,11 @@ class CreditPack(models.Model):
                 condition=Q(amount__lte=MAX_AMOUNT),
                 name="billing_creditpack_amount_lte_max",
                 violation_error_message=PACK_PRICE_MAX,
+            ),
+            models.CheckConstraint(
+                condition=Q(validity_days__isnull=True) | Q(validity_days__gte=1),
+                name="billing_creditpack_validity_gte_1",
+                violation_error_message="Credits must stay valid for at least 1 day.",
             ),
             models.CheckConstraint(
                 condition=Q(currency__regex=r"^[a-z]{3}$"),
@@ -211,6 +227,7 @@ class LedgerEntry(models.Model):
         DISPUTE = "dispute"
         GRANT = "grant"
         REINSTATEMENT = "reinstatement"
+        EXPIRY = "expiry"
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
     delta = models.BigIntegerField()
@@ -249,6 +266,87 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyViolation("ledger entries are never deleted; append a correcting entry instead")
+
+
+class CreditGrant(models.Model):
+    """A lot of credits: every credit a user holds belongs to one grant. Invariant: 0 <= remaining
+    <= amount, and a profile's grants' `remaining` add up to its balance; nothing is drawn from a
+    grant at or after `expires_at`. Spends draw in the drawdown order (docs/DESIGN.md, "Credit
+    grants"): soonest expiry first (never-expiring last), promotional before paid, oldest first.
+    Only billing.ledger writes grants."""
+
+    class Category(models.TextChoices):
+        PAID = "paid", _("Paid")
+        PROMOTIONAL = "promotional", _("Promotional")
+
+    class Source(models.TextChoices):
+        PURCHASE = "purchase", _("Purchase")
+        GRANT = "grant", _("Granted")  # grant_credits: staff, the sign-up bonus, another app
+        ADJUSTMENT = "adjustment", _("Staff adjustment")
+        MIGRATION = "migration", _("Balance before grants")
+
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="grants")
+    category = models.CharField(max_length=20, choices=Category.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    amount = models.BigIntegerField()
+    remaining = models.BigIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="grants")
+    # The ledger entry that opened the grant (null only for balances carried over by the migration).
+    entry = models.OneToOneField(
+        "LedgerEntry", on_delete=models.PROTECT, null=True, blank=True, related_name="opened_grant"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The open grants of a profile, in drawdown order: what every debit reads.
+            models.Index(
+                "profile",
+                "expires_at",  # ascending sorts nulls (never expires) last on PostgreSQL
+                models.F("category").desc(),  # "promotional" sorts after "paid": descending puts it first
+                "created_at",
+                "id",
+                condition=Q(remaining__gt=0),
+                name="billing_grant_open_drawdown",
+            ),
+            # The sweep's question: which open grants have expired?
+            models.Index(fields=["expires_at"], condition=Q(remaining__gt=0), name="billing_grant_open_expiry"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="billing_creditgrant_amount_gt_0"),
+            models.CheckConstraint(condition=Q(remaining__gte=0), name="billing_creditgrant_remaining_gte_0"),
+            models.CheckConstraint(
+                condition=Q(remaining__lte=models.F("amount")), name="billing_creditgrant_remaining_lte_amount"
+            ),
+            models.CheckConstraint(
+                condition=Q(entry__isnull=False) | Q(source="migration"), name="billing_creditgrant_opened_by_entry"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.remaining}/{self.amount} {self.category} credits"
+
+
+class GrantAllocation(models.Model):
+    """How much of one grant one ledger entry moved: a debit (spend, clawback, expiry, negative
+    adjustment) drew `amount` from the grant; a reinstatement put `amount` back into it. Each such
+    entry's allocations add up to its |delta|."""
+
+    entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="allocations")
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="allocations")
+    amount = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="billing_grantallocation_amount_gt_0"),
+            models.UniqueConstraint(fields=["entry", "grant"], name="billing_grantallocation_entry_grant"),
+        ]
+        indexes = [models.Index(fields=["grant"], name="billing_allocation_grant")]
+
+    def __str__(self):
+        return f"{self.amount} of grant {self.grant_id} by entry {self.entry_id}"
 
 
 class StripeEvent(models.Model):
