@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         django.setup()
         from django.core.management import call_command
 
-        from bench import machine
+        from testbed import machine
 
         call_command("migrate", verbosity=0)
         report = {

@@ -10,10 +10,11 @@ import os
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
-import psycopg
-from psycopg import sql
+
+from testbed import database as throwaway
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/credits_bench"
+PATTERN = "*bench*"
 
 
 def bench_database_url() -> str:
@@ -32,33 +33,14 @@ def bench_database_url() -> str:
     config = dj_database_url.parse(url)
     if not config["ENGINE"].endswith("postgresql"):
         raise SystemExit(f"the bench needs PostgreSQL; BENCH_DATABASE_URL is {url!r}")
-    if "bench" not in config["NAME"]:
-        raise SystemExit(f"refusing to drop and re-create {config['NAME']!r}: a bench database name contains 'bench'")
+    throwaway.throwaway_name(url, PATTERN)
     return url
-
-
-def conninfo(url: str, dbname: str | None = None) -> dict:
-    config = dj_database_url.parse(url)
-    params = {
-        "dbname": dbname or config["NAME"],
-        "user": config.get("USER") or None,
-        "password": config.get("PASSWORD") or None,
-        "host": config.get("HOST") or None,
-        "port": config.get("PORT") or None,
-    }
-    return {k: v for k, v in params.items() if v}
 
 
 def recreate(url: str) -> str:
     """Drop and create the bench database; returns the server's version string."""
-    name = dj_database_url.parse(url)["NAME"]
-    with psycopg.connect(**conninfo(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return conn.execute("SHOW server_version").fetchone()[0]
+    return throwaway.recreate(url, pattern=PATTERN)
 
 
 def drop(url: str) -> None:
-    name = dj_database_url.parse(url)["NAME"]
-    with psycopg.connect(**conninfo(url, "postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    throwaway.drop(url, pattern=PATTERN)

@@ -7,20 +7,19 @@
              cost of a request that does nothing, on the same server with the same client.
 
 Events are built the way Stripe documents them and signed with the webhook secret exactly as
-Stripe signs (HMAC-SHA256 of "<t>.<body>", header `t=...,v1=...`), just before each run so
-their timestamps are fresh (Stripe's tolerance is 300 s).
+Stripe signs (testbed/signing.py), just before each run so their timestamps are fresh (Stripe's
+tolerance is 300 s).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from dataclasses import dataclass
 
 from bench import http_load
 from bench.stats import Figure, percentile
+from testbed.signing import stripe_signature
 
 
 @dataclass
@@ -35,13 +34,6 @@ FULL = Plan(runs=5, events=1000)
 SMOKE = Plan(runs=2, events=40)
 
 KINDS = ("new", "duplicate", "trivial")
-
-
-def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    signed = f"{timestamp}.".encode() + body
-    signature = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={signature}"
 
 
 def make_payments(count: int, run_index: int) -> list[dict]:
@@ -122,7 +114,7 @@ def run(plan: Plan, base_url: str, log) -> dict:
                     "POST",
                     path,
                     body,
-                    {"Content-Type": "application/json", "Stripe-Signature": sign(body, secret)},
+                    {"Content-Type": "application/json", "Stripe-Signature": stripe_signature(body, secret)},
                 )
                 for body in bodies
             ]

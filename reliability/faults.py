@@ -1,7 +1,7 @@
 """Scenario 3, faults: what a buyer sees, and what the books say, when things break mid-payment.
 
 A gunicorn app server (production settings, one sync worker so the worker to kill is known)
-talks to Stripe through a fault-injecting proxy in front of localstripe (reliability.faultproxy);
+talks to Stripe through a fault-injecting proxy in front of localstripe (testbed/faultproxy.py);
 a second one talks to a port where nothing listens. Each fault, for a fresh user:
 
 1. Stripe unreachable (connection refused);
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import requests
 
-from reliability.faultproxy import FaultyStripe
 from reliability.harness import (
     Size,
     admin_connection,
@@ -54,6 +53,7 @@ from reliability.servers import (
     server_env,
     signed_in_browsers,
 )
+from testbed.faultproxy import FaultyStripe
 
 STRIPE_TIMEOUT = 4  # seconds: the app servers' Stripe read timeout in this scenario
 FAULTS = ("unreachable", "error500", "slow", "db_killed", "worker_killed", "never_answers")

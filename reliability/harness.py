@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.database import conninfo
-from bench.machine import describe
+from testbed import database
+from testbed.database import admin_connection
+from testbed.machine import describe
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 SETTINGS = "reliability.settings"
+PATTERN = "rel_*"  # the only databases the harness drops and re-creates
 
 
 @dataclass(frozen=True)
@@ -45,44 +47,11 @@ def database_url(name: str) -> str:
     return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
 
 
-def admin_connection(url: str):
-    """An autocommit psycopg connection to the server's `postgres` database (for DROP/CREATE
-    and pg_terminate_backend)."""
-    import psycopg
-
-    return psycopg.connect(**conninfo(url, "postgres"), autocommit=True)
-
-
-def recreate_database(url: str) -> str:
-    """Drop and create the scenario database; returns the server version."""
-    import dj_database_url
-    from psycopg import sql
-
-    name = dj_database_url.parse(url)["NAME"]
-    if not name.startswith("rel_"):
-        raise SystemExit(f"refusing to drop {name!r}: reliability databases are named rel_*")
-    with admin_connection(url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return conn.execute("SHOW server_version").fetchone()[0]
-
-
-def drop_database(url: str) -> None:
-    import dj_database_url
-    from psycopg import sql
-
-    name = dj_database_url.parse(url)["NAME"]
-    if not name.startswith("rel_"):
-        raise SystemExit(f"refusing to drop {name!r}: reliability databases are named rel_*")
-    with admin_connection(url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def setup_django(dbname: str, **env: str) -> str:
     """Point this process at a fresh `dbname`, set Django up on reliability.settings and migrate.
     Extra `env` values are set before the settings load. Returns the database URL."""
     url = database_url(dbname)
-    recreate_database(url)
+    database.recreate(url, pattern=PATTERN)
     os.environ["DATABASE_URL"] = url
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ.update(env)

@@ -234,7 +234,7 @@ def _faults(r: dict) -> list[str]:
     out = [
         "A gunicorn server (production settings, one sync worker, Stripe client timeout "
         f"{r['sizes']['Stripe client timeout (s)']} s) talks to localstripe through a fault-injecting proxy "
-        "(reliability/faultproxy.py); a second one talks to a port where nothing listens. Each fault hits a fresh "
+        "(testbed/faultproxy.py); a second one talks to a port where nothing listens. Each fault hits a fresh "
         "user buying the 5-credit pack; then, with Stripe back, `reconcile_payments` runs twice and Stripe's own "
         "`payment_intent.succeeded` event (when there is one) is delivered twice. "
         f"{r['sizes']['rounds of each fault']} round(s) of each fault; the table shows round 1.",

@@ -4,8 +4,6 @@ deliveries. Everything binds 127.0.0.1 and is stopped by the scenario that start
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -21,6 +19,7 @@ import requests
 
 from reliability.harness import ROOT, log, wait_until
 from scripts import localstripe_server
+from testbed.signing import stripe_signature
 
 WEBHOOK_SECRET = "whsec_reliability_servers"  # a fixed string for throwaway servers, not a secret
 STRIPE_KEY = "sk_test_reliability"
@@ -266,9 +265,7 @@ def call(send) -> Answer:
 def deliver(url: str, event: dict, *, secret: str = WEBHOOK_SECRET) -> Answer:
     """POST one event to a webhook URL, signed as Stripe signs it."""
     payload = json.dumps(event).encode()
-    timestamp = int(time.time())
-    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"}
+    headers = {"Content-Type": "application/json", "Stripe-Signature": stripe_signature(payload, secret)}
     return call(
         lambda: requests.post(f"{url}/billing/webhook/", data=payload, headers=headers, timeout=REQUEST_TIMEOUT)
     )

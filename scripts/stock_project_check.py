@@ -66,7 +66,17 @@ WHEEL_MUST_HAVE = [
     "billing/management/commands/adjust_credits.py",
     "billing/management/commands/reconcile_payments.py",
 ]
-WHEEL_MUST_NOT = ("core/", "accounts/", "tests/", "bench/", "reliability/", "scripts/", "templates/", "static/")
+WHEEL_MUST_NOT = (
+    "core/",
+    "accounts/",
+    "tests/",
+    "bench/",
+    "reliability/",
+    "scripts/",
+    "testbed/",
+    "templates/",
+    "static/",
+)
 
 
 class CheckFailed(Exception):

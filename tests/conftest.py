@@ -5,10 +5,12 @@ import os
 
 import dj_database_url
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection, connections
 
 from accounts.models import User
 from core import csp
+from tests.seed import starter_pack
 
 
 def is_postgres() -> bool:
@@ -37,6 +39,26 @@ def make_user(db):
     def make(email=None, *, password="correct horse battery staple", **extra):
         email = email or f"user{next(counter)}@example.com"
         return User.objects.create_user(email=email, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_staff(make_user):
+    """`make_staff(email, *codenames)`: a staff user (not a superuser) holding exactly these billing
+    permissions; "view_*" stands for every billing permission whose codename starts "view_"."""
+
+    def make(email, *codenames):
+        staff = make_user(email, is_staff=True)
+        billing = Permission.objects.filter(content_type__app_label="billing")
+        exact = [name for name in codenames if not name.endswith("*")]
+        granted = list(billing.filter(codename__in=exact))
+        missing = set(exact) - {permission.codename for permission in granted}
+        assert not missing, f"billing has no permission {sorted(missing)}"
+        for pattern in (name for name in codenames if name.endswith("*")):
+            granted += billing.filter(codename__startswith=pattern[:-1])
+        staff.user_permissions.add(*granted)
+        return staff
 
     return make
 
@@ -112,11 +134,7 @@ def _seed_data_survives_flushes(request):
     `starter` pack). Put it back for every test that runs on a flushed, committed database."""
     if _transactional(request):
         request.getfixturevalue("transactional_db")
-        from billing.models import CreditPack
-
-        CreditPack.objects.get_or_create(
-            slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
-        )
+        starter_pack()
 
 
 @pytest.fixture(autouse=True)

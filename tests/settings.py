@@ -1,18 +1,12 @@
 """Test settings: the production settings module with test-only secrets from the environment.
 
 The tests run with DEBUG off, as production does, so the same settings code is exercised;
-these values are fixed strings for the test run, not secrets.
+the keys are fixed strings for the test run ("sk_test_suite"...), not secrets.
 """
 
-import os
+from testbed.environment import set_throwaway_defaults
 
-os.environ.setdefault("SECRET_KEY", "test-secret-key-only-for-the-test-suite")
-os.environ.setdefault("STRIPE_SECRET_KEY", "sk_test_suite")
-os.environ.setdefault("STRIPE_PUBLISHABLE_KEY", "pk_test_suite")
-os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_test_suite")
-os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("ACCOUNT_EMAIL_VERIFICATION", "none")
+set_throwaway_defaults("suite")
 
 from core.settings import *  # noqa: E402,F403
 

@@ -8,6 +8,7 @@ import json
 import time
 
 import requests
+from django.conf import settings
 
 from billing import stripe_gateway
 
@@ -45,11 +46,19 @@ def post_json(client, url: str, data=None, **extra):
     return client.post(url, data=body, content_type="application/json", HTTP_ACCEPT="application/json", **extra)
 
 
-def signed_headers(payload: bytes, secret: str, *, timestamp: int | None = None) -> dict:
-    """The Stripe-Signature header Stripe would send for `payload` (for the test client)."""
+def stripe_signature(payload: bytes, secret: str | None = None, *, timestamp: int | None = None) -> str:
+    """The Stripe-Signature value Stripe sends with `payload`: HMAC-SHA256 of "<timestamp>.<raw body>"
+    under the endpoint secret (default: ours), as "t=...,v1=...". Computed here rather than by the
+    SDK, so a test does not check the SDK against itself."""
+    secret = settings.STRIPE_WEBHOOK_SECRET if secret is None else secret
     timestamp = int(time.time()) if timestamp is None else timestamp
-    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return {"HTTP_STRIPE_SIGNATURE": f"t={timestamp},v1={signature}"}
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def signed_headers(payload: bytes, secret: str | None = None, *, timestamp: int | None = None) -> dict:
+    """The Stripe-Signature header Stripe would send for `payload` (for the test client)."""
+    return {"HTTP_STRIPE_SIGNATURE": stripe_signature(payload, secret, timestamp=timestamp)}
 
 
 def wait_for(condition, *, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):

@@ -6,7 +6,6 @@ import uuid
 from http import HTTPStatus
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -18,26 +17,15 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def adjuster(make_user):
+def adjuster(make_staff):
     """Staff who may adjust credits (and view/change profiles), but is not a superuser."""
-    staff = make_user("adjuster@example.com", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="billing",
-            codename__in=["adjust_credits", "view_profile", "change_profile", "view_ledgerentry"],
-        )
-    )
-    return staff
+    return make_staff("adjuster@example.com", "adjust_credits", "view_profile", "change_profile", "view_ledgerentry")
 
 
 @pytest.fixture
-def plain_staff(make_user):
+def plain_staff(make_staff):
     """Staff who may look at and change profiles, but not adjust credits."""
-    staff = make_user("staff@example.com", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="billing", codename__in=["view_profile", "change_profile"])
-    )
-    return staff
+    return make_staff("staff@example.com", "view_profile", "change_profile")
 
 
 @pytest.fixture

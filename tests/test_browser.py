@@ -10,7 +10,8 @@ import os
 import pytest
 
 from billing.ledger import get_balance
-from billing.models import CreditPack, Payment
+from billing.models import Payment
+from tests.seed import starter_pack
 
 pytestmark = pytest.mark.browser
 
@@ -52,9 +53,7 @@ def chromium():
 @pytest.fixture
 def page(chromium, live_server, localstripe, transactional_db):
     # Earlier transactional tests may have flushed the migration's pack away.
-    CreditPack.objects.get_or_create(
-        slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
-    )
+    starter_pack()
     context = chromium.new_context(base_url=live_server.url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()

@@ -16,6 +16,7 @@ from django.test import Client
 from billing import charges, ledger, stripe_gateway
 from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
 from scripts import localstripe_server
+from tests import seed
 from tests.conftest import run_in_processes
 from tests.stripe_helpers import (
     DECLINED,
@@ -44,10 +45,7 @@ def assert_nothing_credited(user):
 @pytest.fixture
 def starter_pack(transactional_db):
     """The migration's `starter` pack (a transactional test's flush removes migration data)."""
-    pack, _ = CreditPack.objects.get_or_create(
-        slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
-    )
-    return pack
+    return seed.starter_pack()
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ import json
 import pytest
 from pytest_django.live_server_helper import LiveServer
 
-from billing.models import CreditPack, Payment
+from billing.models import Payment
 from tests.emaily_client_urls import AXIOS_VERSIONS, CLIENT, SCRIPTS
 from tests.http_forwarder import Forwarder
+from tests.seed import starter_pack
 from tests.stripe_helpers import DECLINED, THREE_D_SECURE, VISA, card, legacy_token
 from tests.test_browser import TIMEOUT_MS, chromium, sign_up  # noqa: F401
 
@@ -38,9 +39,7 @@ def axios_installed():
 @pytest.fixture
 def emaily_urls(settings, localstripe, transactional_db, axios_installed):
     settings.ROOT_URLCONF = "tests.emaily_client_urls"
-    CreditPack.objects.get_or_create(
-        slug="starter", defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
-    )
+    starter_pack()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ pack's credits for the pack's price, whatever else the body says; a refused inpu
 balance and no ledger, and leaves at most one new payment, marked failed, when Stripe itself
 refused the card (input refused before Stripe creates nothing at all).
 
-Sizes: reliability/fuzzing.py (a few hundred inputs in CI, over 10,000 across all fuzz tests in
+Sizes: tests/fuzzing.py (a few hundred inputs in CI, over 10,000 across all fuzz tests in
 `make reliability`)."""
 
 import json
@@ -19,17 +19,12 @@ from hypothesis import strategies as st
 
 from billing import ledger
 from billing.models import CreditPack, Payment
-from reliability import fuzzing
+from tests import fuzzing
 from tests.stripe_helpers import THREE_D_SECURE, card, post_json
 
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=12,
-)
+JSON_VALUES = fuzzing.json_values(text=40, width=4, key=12, leaves=12)
 PACKS = st.one_of(
     st.sampled_from(
         ["starter", "starter", "retired", "STARTER", "starter ", " starter", "", "../starter", "starter\x00"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from billing import ledger
 from billing.models import CreditPack, LedgerEntry, Payment
-from reliability import fuzzing
+from tests import fuzzing
 
 TEXT = st.text(max_size=60)
 VALID_EMAILS = st.sampled_from(["alice@example.com", "ALICE@example.com", " alice@example.com ", "bob@example.com"])

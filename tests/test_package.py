@@ -16,7 +16,7 @@ from billing import ledger
 from billing.conf import DEFAULTS, app_settings
 
 BILLING = Path(__file__).resolve().parent.parent / "billing"
-PROJECT_PACKAGES = {"core", "accounts", "tests", "bench", "reliability", "scripts"}
+PROJECT_PACKAGES = {"core", "accounts", "tests", "bench", "reliability", "scripts", "testbed"}
 
 
 def billing_modules():

@@ -1,19 +1,16 @@
 """/billing/ and /api/current_user make a small, fixed number of queries, whatever the ledger's
 size, and a redelivered webhook costs one (docs/BENCHMARKS.md measures the latency)."""
 
-import hashlib
-import hmac
 import json
-import time
 from http import HTTPStatus
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing import ledger
 from billing.models import CreditPack, Payment, StripeEvent
+from tests.stripe_helpers import stripe_signature
 
 MAX_QUERIES = 6
 
@@ -84,11 +81,7 @@ def signed_event(event_id: str) -> tuple[bytes, str]:
     body = json.dumps(
         {"id": event_id, "object": "event", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
     ).encode()
-    timestamp = int(time.time())
-    signature = hmac.new(
-        settings.STRIPE_WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
-    ).hexdigest()
-    return body, f"t={timestamp},v1={signature}"
+    return body, stripe_signature(body)
 
 
 def test_a_redelivered_finished_webhook_is_answered_from_one_query(client, db):

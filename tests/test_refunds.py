@@ -4,7 +4,6 @@ a real succeeded payment is refunded at Stripe, and its credits are clawed back 
 from http import HTTPStatus
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 
 from billing import charges, ledger, stripe_gateway
@@ -26,19 +25,13 @@ def paid(localstripe, user):
 
 
 @pytest.fixture
-def refunder(make_user):
-    staff = make_user("refunder@example.com", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="billing", codename__in=["view_payment", "refund_payment"])
-    )
-    return staff
+def refunder(make_staff):
+    return make_staff("refunder@example.com", "view_payment", "refund_payment")
 
 
 @pytest.fixture
-def viewer(make_user):
-    staff = make_user("viewer@example.com", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(content_type__app_label="billing", codename="view_payment"))
-    return staff
+def viewer(make_staff):
+    return make_staff("viewer@example.com", "view_payment")
 
 
 def _client_for(user) -> Client:

@@ -19,7 +19,7 @@ from django.db import connection
 from billing import ledger
 from billing.http import DATABASE_UNAVAILABLE
 from billing.models import LedgerEntry, Payment
-from reliability.faultproxy import FaultyStripe
+from testbed.faultproxy import FaultyStripe
 from tests.stripe_helpers import post_json, signed_headers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

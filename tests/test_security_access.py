@@ -12,7 +12,6 @@ from http import HTTPStatus
 
 import pytest
 from django.contrib import admin as django_admin
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
@@ -31,14 +30,11 @@ OTHER_REASON = "other-only ledger line"
 
 
 @pytest.fixture
-def people(make_user):
+def people(make_user, make_staff):
     owner = make_user("owner@example.com")
     other = make_user("other@example.com")
     staff = make_user("staff@example.com", is_staff=True)  # staff, no permission at all
-    viewer = make_user("viewer@example.com", is_staff=True)  # may look, may not adjust/refund/reprocess
-    viewer.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="billing", codename__startswith="view_")
-    )
+    viewer = make_staff("viewer@example.com", "view_*")  # may look, may not adjust/refund/reprocess
     superuser = make_user("root@example.com", is_staff=True, is_superuser=True)
     return {"owner": owner, "other": other, "staff": staff, "viewer": viewer, "superuser": superuser}
 

@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from django.contrib.auth.models import Permission
 from django.db import connections
 from django.test import Client
 
@@ -706,9 +705,8 @@ def test_admin_reprocess_of_a_still_failing_event_reports_it(client, make_user, 
     assert ledger.get_balance(user) == 0
 
 
-def test_staff_without_the_permission_cannot_reprocess(client, make_user, failed_event, user):
-    staff = make_user("viewer@example.com", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(content_type__app_label="billing", codename="view_stripeevent"))
+def test_staff_without_the_permission_cannot_reprocess(client, make_staff, failed_event, user):
+    staff = make_staff("viewer@example.com", "view_stripeevent")
     viewer = Client()
     viewer.force_login(staff)
     page = viewer.get("/admin/billing/stripeevent/")
@@ -720,13 +718,8 @@ def test_staff_without_the_permission_cannot_reprocess(client, make_user, failed
     assert ledger.get_balance(user) == 0
 
 
-def test_reprocess_is_offered_to_staff_with_the_permission(make_user):
-    staff = make_user("operator@example.com", is_staff=True)
-    staff.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label="billing", codename__in=["view_stripeevent", "change_stripeevent"]
-        )
-    )
+def test_reprocess_is_offered_to_staff_with_the_permission(make_staff):
+    staff = make_staff("operator@example.com", "view_stripeevent", "change_stripeevent")
     operator = Client()
     operator.force_login(staff)
     assert b'value="reprocess"' in operator.get("/admin/billing/stripeevent/").content

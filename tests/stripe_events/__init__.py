@@ -2,23 +2,24 @@
 
 One JSON file per event type, in the shape Stripe's API reference documents (API version
 2024-06-20), re-pointed at one of our payments; signed as Stripe signs them (HMAC-SHA256 of
-"<timestamp>.<raw body>" under the endpoint secret, header "t=...,v1=..."), computed here
-rather than by the SDK so the test does not check the SDK against itself; POSTed through the
+"<timestamp>.<raw body>" under the endpoint secret, header "t=...,v1=...", see
+tests/stripe_helpers.py); POSTed through the
 Django test client as a raw body, the way Stripe delivers them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 import uuid
 from pathlib import Path
 
-from django.conf import settings
+from billing.models import Payment
+from tests.seed import starter_pack
+from tests.stripe_helpers import stripe_signature
 
-from billing.models import CreditPack, Payment
+# `events.sign(body)` names the one signing helper where the event tests already call it.
+sign = stripe_signature
 
 HERE = Path(__file__).parent
 WEBHOOK_URL = "/billing/webhook/"
@@ -32,12 +33,9 @@ def load(event_type: str) -> dict:
     return event
 
 
-def make_payment(user, *, pack_slug: str = "starter", status: str = Payment.Status.PENDING) -> Payment:
+def make_payment(user, *, status: str = Payment.Status.PENDING) -> Payment:
     """A payment as the charge flow leaves it after Stripe accepted the intent (not yet settled)."""
-    # get_or_create: a transactional test's flush removes the migration-made `starter` pack.
-    pack, _ = CreditPack.objects.get_or_create(
-        slug=pack_slug, defaults={"name": "Starter", "credits": 5, "amount": 500, "currency": "usd"}
-    )
+    pack = starter_pack()
     return Payment.objects.create(
         user=user,
         pack=pack,
@@ -171,13 +169,6 @@ def refund_updated(
     return event
 
 
-def sign(body: bytes, *, secret: str | None = None, timestamp: int | None = None) -> str:
-    secret = settings.STRIPE_WEBHOOK_SECRET if secret is None else secret
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
 def body_of(event: dict | bytes) -> bytes:
     return event if isinstance(event, bytes) else json.dumps(event).encode()
 
@@ -185,5 +176,5 @@ def body_of(event: dict | bytes) -> bytes:
 def post(client, event: dict | bytes, *, secret: str | None = None, timestamp: int | None = None, signature=None):
     """Deliver `event` (a dict, or raw bytes) signed with `secret` (default: the endpoint's)."""
     body = body_of(event)
-    header = sign(body, secret=secret, timestamp=timestamp) if signature is None else signature
+    header = stripe_signature(body, secret, timestamp=timestamp) if signature is None else signature
     return client.post(WEBHOOK_URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header)

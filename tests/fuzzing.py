@@ -17,6 +17,7 @@ import os
 from collections import Counter, defaultdict
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 # (CI, full) examples per target; the full column adds up to more than 10,000.
 BUDGET = {
@@ -51,6 +52,19 @@ def fuzz_settings(target: str) -> settings:
             HealthCheck.data_too_large,
             HealthCheck.filter_too_much,
         ],
+    )
+
+
+def json_values(*, text: int, width: int, key: int, leaves: int) -> st.SearchStrategy:
+    """Any JSON value: scalars (strings up to `text` characters) nested in lists and objects of up
+    to `width` items (object keys up to `key` characters), `leaves` scalars at most."""
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=text)
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=width) | st.dictionaries(st.text(max_size=key), children, max_size=width)
+        ),
+        max_leaves=leaves,
     )
 
 
