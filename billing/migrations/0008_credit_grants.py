@@ -6,112 +6,188 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0007_reinstatement_pack_messages'),
+        ("billing", "0007_reinstatement_pack_messages"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CreditGrant',
+            name="CreditGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('category', models.CharField(choices=[('paid', 'Paid'), ('promotional', 'Promotional')], max_length=20)),
-                ('source', models.CharField(choices=[('purchase', 'Purchase'), ('grant', 'Granted'), ('adjustment', 'Staff adjustment'), ('migration', 'Balance before grants')], max_length=20)),
-                ('amount', models.BigIntegerField()),
-                ('remaining', models.BigIntegerField()),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "category",
+                    models.CharField(choices=[("paid", "Paid"), ("promotional", "Promotional")], max_length=20),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("purchase", "Purchase"),
+                            ("grant", "Granted"),
+                            ("adjustment", "Staff adjustment"),
+                            ("migration", "Balance before grants"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("amount", models.BigIntegerField()),
+                ("remaining", models.BigIntegerField()),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField()),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='GrantAllocation',
+            name="GrantAllocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('amount', models.BigIntegerField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("amount", models.BigIntegerField()),
             ],
         ),
         migrations.AddField(
-            model_name='creditpack',
-            name='validity_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Days the purchased credits stay usable; empty: they never expire.', null=True, validators=[django.core.validators.MinValueValidator(1, message='Credits must stay valid for at least 1 day.')]),
+            model_name="creditpack",
+            name="validity_days",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Days the purchased credits stay usable; empty: they never expire.",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(1, message="Credits must stay valid for at least 1 day.")
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='profile',
-            name='next_expiry',
+            model_name="profile",
+            name="next_expiry",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AlterField(
-            model_name='ledgerentry',
-            name='kind',
-            field=models.CharField(choices=[('purchase', 'Purchase'), ('spend', 'Spend'), ('adjustment', 'Adjustment'), ('refund', 'Refund'), ('dispute', 'Dispute'), ('grant', 'Grant'), ('reinstatement', 'Reinstatement'), ('expiry', 'Expiry')], max_length=20),
+            model_name="ledgerentry",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("purchase", "Purchase"),
+                    ("spend", "Spend"),
+                    ("adjustment", "Adjustment"),
+                    ("refund", "Refund"),
+                    ("dispute", "Dispute"),
+                    ("grant", "Grant"),
+                    ("reinstatement", "Reinstatement"),
+                    ("expiry", "Expiry"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditpack',
-            constraint=models.CheckConstraint(condition=models.Q(('validity_days__isnull', True), ('validity_days__gte', 1), _connector='OR'), name='billing_creditpack_validity_gte_1', violation_error_message='Credits must stay valid for at least 1 day.'),
+            model_name="creditpack",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("validity_days__isnull", True), ("validity_days__gte", 1), _connector="OR"),
+                name="billing_creditpack_validity_gte_1",
+                violation_error_message="Credits must stay valid for at least 1 day.",
+            ),
         ),
         migrations.AddField(
-            model_name='creditgrant',
-            name='entry',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='opened_grant', to='billing.ledgerentry'),
+            model_name="creditgrant",
+            name="entry",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="opened_grant",
+                to="billing.ledgerentry",
+            ),
         ),
         migrations.AddField(
-            model_name='creditgrant',
-            name='payment',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='grants', to='billing.payment'),
+            model_name="creditgrant",
+            name="payment",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="grants",
+                to="billing.payment",
+            ),
         ),
         migrations.AddField(
-            model_name='creditgrant',
-            name='profile',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='grants', to='billing.profile'),
+            model_name="creditgrant",
+            name="profile",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="grants", to="billing.profile"
+            ),
         ),
         migrations.AddField(
-            model_name='grantallocation',
-            name='entry',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='billing.ledgerentry'),
+            model_name="grantallocation",
+            name="entry",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="allocations", to="billing.ledgerentry"
+            ),
         ),
         migrations.AddField(
-            model_name='grantallocation',
-            name='grant',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='billing.creditgrant'),
+            model_name="grantallocation",
+            name="grant",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="allocations", to="billing.creditgrant"
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditgrant',
-            index=models.Index(models.F('profile'), models.F('expires_at'), models.OrderBy(models.F('category'), descending=True), models.F('created_at'), models.F('id'), condition=models.Q(('remaining__gt', 0)), name='billing_grant_open_drawdown'),
+            model_name="creditgrant",
+            index=models.Index(
+                models.F("profile"),
+                models.F("expires_at"),
+                models.OrderBy(models.F("category"), descending=True),
+                models.F("created_at"),
+                models.F("id"),
+                condition=models.Q(("remaining__gt", 0)),
+                name="billing_grant_open_drawdown",
+            ),
         ),
         migrations.AddIndex(
-            model_name='creditgrant',
-            index=models.Index(condition=models.Q(('remaining__gt', 0)), fields=['expires_at'], name='billing_grant_open_expiry'),
+            model_name="creditgrant",
+            index=models.Index(
+                condition=models.Q(("remaining__gt", 0)), fields=["expires_at"], name="billing_grant_open_expiry"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='billing_creditgrant_amount_gt_0'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="billing_creditgrant_amount_gt_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining__gte', 0)), name='billing_creditgrant_remaining_gte_0'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("remaining__gte", 0)), name="billing_creditgrant_remaining_gte_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining__lte', models.F('amount'))), name='billing_creditgrant_remaining_lte_amount'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("remaining__lte", models.F("amount"))),
+                name="billing_creditgrant_remaining_lte_amount",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditgrant',
-            constraint=models.CheckConstraint(condition=models.Q(('entry__isnull', False), ('source', 'migration'), _connector='OR'), name='billing_creditgrant_opened_by_entry'),
+            model_name="creditgrant",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("entry__isnull", False), ("source", "migration"), _connector="OR"),
+                name="billing_creditgrant_opened_by_entry",
+            ),
         ),
         migrations.AddIndex(
-            model_name='grantallocation',
-            index=models.Index(fields=['grant'], name='billing_allocation_grant'),
+            model_name="grantallocation",
+            index=models.Index(fields=["grant"], name="billing_allocation_grant"),
         ),
         migrations.AddConstraint(
-            model_name='grantallocation',
-            constraint=models.CheckConstraint(condition=models.Q(('amount__gt', 0)), name='billing_grantallocation_amount_gt_0'),
+            model_name="grantallocation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("amount__gt", 0)), name="billing_grantallocation_amount_gt_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='grantallocation',
-            constraint=models.UniqueConstraint(fields=('entry', 'grant'), name='billing_grantallocation_entry_grant'),
+            model_name="grantallocation",
+            constraint=models.UniqueConstraint(fields=("entry", "grant"), name="billing_grantallocation_entry_grant"),
         ),
     ]
