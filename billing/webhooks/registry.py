@@ -41,7 +41,7 @@ class Found:
 
 
 Handler = Callable[[dict, Found], None]
-ChargeWanted = Callable[[dict], "str | None"]
+ChargeWanted = Callable[[dict], str | None]
 
 HANDLERS: dict[str, Handler] = {}
 CHARGE_WANTED: dict[str, ChargeWanted] = {}
