@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from bench import http_load
 from bench.stats import Figure, percentile
+from billing.stripe_gateway import STRIPE_API_VERSION
 from testbed.signing import stripe_signature
 
 
@@ -65,7 +66,7 @@ def event_body(payment: dict, run_index: int) -> bytes:
     event = {
         "id": f"evt_bench_{run_index}_{payment['payment']}",
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": STRIPE_API_VERSION,
         "created": now,
         "livemode": False,
         "pending_webhooks": 1,

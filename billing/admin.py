@@ -471,27 +471,63 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
 
 @admin.register(StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ["event_id", "type", "status", "attempts", "received_at", "processed_at"]
+    list_display = ["event_id", "type", "status", "api_version", "attempts", "received_at", "processed_at"]
     list_filter = ["status"]
     search_fields = ["=event_id", "type"]
     ordering = ["-id"]
     show_full_result_count = False
-    fields = ["event_id", "type", "status", "error", "attempts", "received_at", "processed_at", "pretty_payload"]
+    fields = [
+        "event_id",
+        "type",
+        "status",
+        "api_version",
+        "error",
+        "attempts",
+        "received_at",
+        "processed_at",
+        "pretty_payload",
+    ]
     readonly_fields = fields
     actions = ["reprocess"]
+
+    def changelist_view(self, request, extra_context=None):
+        # Held events were answered 200, so Stripe never sends them again: until staff look,
+        # nothing else says they are there. One indexed EXISTS per page view.
+        if StripeEvent.objects.filter(status=StripeEvent.Status.HELD).exists():
+            messages.warning(
+                request,
+                format_html(
+                    '{} <a href="?{}">{}</a>',
+                    _(
+                        "Some Stripe events are held for review: Stripe sent them in another API version "
+                        "than this site expects, so they were stored but not applied. Check each one's "
+                        "payload, then run it with the reprocess action."
+                    ),
+                    urlencode({"status__exact": StripeEvent.Status.HELD}),
+                    _("Show held events"),
+                ),
+            )
+        return super().changelist_view(request, extra_context)
 
     def has_reprocess_permission(self, request):
         return request.user.has_perm(REPROCESS_PERMISSION)
 
-    @admin.action(description=_("Reprocess failed events"), permissions=["reprocess"])
+    @admin.action(description=_("Reprocess failed or held events"), permissions=["reprocess"])
     def reprocess(self, request, queryset):
-        """Run each selected failed event's handler again; other events are left alone."""
+        """Run each selected failed or held event's handler again; other events are left alone.
+
+        A held event runs whatever its API version: the action is how staff apply one they checked.
+        """
         for event in queryset.order_by("pk"):
+            was = event.status
             event, ran = reprocess_event(event)
             if not ran:
-                messages.info(request, f"Event {event.event_id}: skipped, it is {event.status} (only failed ones run).")
+                messages.info(
+                    request, f"Event {event.event_id}: skipped, it is {event.status} (only failed or held ones run)."
+                )
             elif event.status == StripeEvent.Status.FAILED:
-                messages.error(request, f"Event {event.event_id}: failed again. {event.error}")
+                again = "failed again" if was == StripeEvent.Status.FAILED else "failed"
+                messages.error(request, f"Event {event.event_id}: {again}. {event.error}")
             else:
                 messages.success(request, f"Event {event.event_id}: {event.status}.")
 

@@ -357,9 +357,13 @@ class StripeEvent(models.Model):
         PROCESSED = "processed"
         IGNORED = "ignored"
         FAILED = "failed"
+        # Another Stripe API version than the pinned one: stored, not applied (billing.webhooks.store).
+        HELD = "held", _("Held for review")
 
     event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=100)
+    # The version Stripe rendered the event in (its `api_version`); "" when it sent none.
+    api_version = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.RECEIVED)
     error = models.TextField(blank=True, default="")
     payload = models.JSONField()

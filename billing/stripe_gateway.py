@@ -45,6 +45,13 @@ from billing.exceptions import (
 
 logger = logging.getLogger(__name__)
 
+# The Stripe API version this code is written for: every request says it (`Stripe-Version`),
+# so Stripe answers in it whatever the account's default, and webhook events in any other
+# version are held, not applied (billing.webhooks.store). It is the version the installed SDK
+# was generated for (`stripe.api_version`), written out so an SDK upgrade cannot move it
+# silently: moving it is a change to review (docs/INSTALL.md, "Stripe API version").
+STRIPE_API_VERSION = "2026-10-28.endive"
+
 # Stripe's events nest a handful of levels (an expanded object inside an event's object); far
 # deeper is not an event, and would only exhaust the recursion of whatever reads it next.
 MAX_EVENT_NESTING = 32
@@ -138,6 +145,7 @@ def worst_case_seconds(*, timeout: float, retries: int) -> float:
 @functools.lru_cache(maxsize=8)
 def _client(api_key: str, api_base: str | None, timeout: float, retries: int, pid: int) -> stripe.StripeClient:
     options = {
+        "stripe_version": STRIPE_API_VERSION,
         "max_network_retries": retries,
         # (connect, read): fail fast when Stripe is unreachable, wait for a slow answer.
         "http_client": stripe.RequestsClient(timeout=(min(5.0, timeout), timeout)),

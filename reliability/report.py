@@ -373,7 +373,7 @@ Each is fixed in the code and pinned by a regression test that fails without the
    a lone surrogate, `NaN` or `Infinity` (Python's JSON parser accepts them, `jsonb` does not)
    crashed the webhook with a 500 that could not even be recorded as a failed event. The ledger
    refuses NUL in reasons and keys, the commands treat such an email as unknown, and the webhook
-   answers 400 to a body PostgreSQL cannot store. `billing/ledger.py`, `billing/webhooks.py`,
+   answers 400 to a body PostgreSQL cannot store. `billing/ledger.py`, `billing/webhooks/`,
    `billing/management/commands/adjust_credits.py`; `tests/test_fuzz_regressions.py`.
 4. **`show_credits --limit 9223372036854775808` overflowed the database's LIMIT** (scenario 4):
    the limit is now 1 to 10,000. `billing/management/commands/show_credits.py`;
@@ -431,7 +431,7 @@ that fails without the fix.
    400. `billing/stripe_gateway.py`; `tests/test_webhooks.py`.
 7. **A signed event that could not be matched answered 500 forever** (a dispute on a Charges-API
    charge): events about things this site did not create are stored as ignored and answered 200;
-   a missing PaymentIntent is asked of Stripe before the event's transaction. `billing/webhooks.py`;
+   a missing PaymentIntent is asked of Stripe before the event's transaction. `billing/webhooks/`;
    `tests/test_webhooks.py`.
 8. **A won dispute never gave the credits back**: `charge.dispute.closed` (won) and
    `charge.dispute.funds_reinstated`, and refunds that fail (`charge.refund.updated`,

@@ -23,6 +23,11 @@ import urllib.request
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument(
+        "--api-version",
+        default=None,
+        help="the API version events are rendered in (default: the one billing pins, as a matching endpoint gets)",
+    )
     args = parser.parse_args()
     from aiohttp import web
     from localstripe.resources import store
@@ -33,6 +38,7 @@ def main() -> None:
     # slows down as it goes), and every instance on the machine writes the same file. This
     # launcher never loads it (each run starts empty), so the state stays in memory only.
     store.dump_to_disk = lambda: None
+    _events_carry_api_version(args.api_version)
     app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
     app.middlewares.insert(0, web.middleware(_idempotency_keys))
     # Innermost: after localstripe's own error and auth middlewares.
@@ -41,6 +47,32 @@ def main() -> None:
     app.middlewares.append(web.middleware(_card_errors_name_their_intent))
     app.middlewares.append(web.middleware(_stripe_js_with_adapter))
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+
+
+# --- stand-in extension: events in the webhook endpoint's API version -------------------------
+# Real Stripe renders every event in an API version and says which in `api_version`: the webhook
+# endpoint's version, set when the endpoint is created, else the account's default. localstripe
+# 1.15 stamps every event "2017-08-15", a version whose objects it does not render. This stamps
+# them with the version billing pins (billing.stripe_gateway.STRIPE_API_VERSION), as a real
+# endpoint created with that `api_version` receives them, or with `--api-version`, to see what
+# billing does with an endpoint set to another.
+
+
+def _events_carry_api_version(version: str | None) -> None:
+    from localstripe.resources import Event
+
+    if version is None:
+        from billing.stripe_gateway import STRIPE_API_VERSION
+
+        version = STRIPE_API_VERSION
+
+    original_init = Event.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.api_version = version
+
+    Event.__init__ = __init__
 
 
 # --- stand-in extension: idempotent requests ---------------------------------------------------

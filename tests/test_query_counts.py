@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from billing import ledger
+from billing import ledger, stripe_gateway
 from billing.models import CreditPack, Payment, StripeEvent
 from tests.stripe_helpers import stripe_signature
 
@@ -79,7 +79,13 @@ def test_ledger_pages_go_back_in_time_without_counting(signed_in_client, user):
 
 def signed_event(event_id: str) -> tuple[bytes, str]:
     body = json.dumps(
-        {"id": event_id, "object": "event", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
+        {
+            "id": event_id,
+            "object": "event",
+            "api_version": stripe_gateway.STRIPE_API_VERSION,
+            "type": "customer.created",
+            "data": {"object": {"id": "cus_1"}},
+        }
     ).encode()
     return body, stripe_signature(body)
 

@@ -15,7 +15,7 @@ from django.contrib import admin as django_admin
 from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
-from billing import ledger
+from billing import ledger, stripe_gateway
 from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import signed_headers
 
@@ -400,7 +400,14 @@ def test_a_replayed_webhook_delivery_changes_nothing(db, data, client, people, s
         "status": "succeeded",
         "metadata": {"payment_id": str(payment_unpaid.pk)},
     }
-    body = json.dumps({"id": "evt_replay", "type": "payment_intent.succeeded", "data": {"object": intent}}).encode()
+    body = json.dumps(
+        {
+            "id": "evt_replay",
+            "api_version": stripe_gateway.STRIPE_API_VERSION,
+            "type": "payment_intent.succeeded",
+            "data": {"object": intent},
+        }
+    ).encode()
     captured = signed_headers(body, settings.STRIPE_WEBHOOK_SECRET)
     first = client.post("/billing/webhook/", body, content_type="application/json", **captured)
     assert first.status_code == OK and first.json()["duplicate"] is False
@@ -431,7 +438,12 @@ def test_the_webhook_door_refuses_what_stripe_did_not_sign(db, data, client, peo
         "metadata": {"payment_id": str(payment.pk)},
     }
     body = json.dumps(
-        {"id": f"evt_door_{how}", "type": "payment_intent.succeeded", "data": {"object": intent}}
+        {
+            "id": f"evt_door_{how}",
+            "api_version": stripe_gateway.STRIPE_API_VERSION,
+            "type": "payment_intent.succeeded",
+            "data": {"object": intent},
+        }
     ).encode()
     secret = settings.STRIPE_WEBHOOK_SECRET
     headers = {

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from billing import ledger
+from billing import ledger, stripe_gateway
 from billing.models import Payment
 from scripts import localstripe_server
 from tests.stripe_helpers import THREE_D_SECURE, card, complete_3ds, intent_id_from_secret, post_json, signed_headers
@@ -67,7 +67,13 @@ def canaries(settings, localstripe):
 
 def signed_event(event_type: str, obj: dict, *, secret: str = WEBHOOK_SECRET, timestamp=None):
     payload = json.dumps(
-        {"id": f"evt_{time.monotonic_ns()}", "object": "event", "type": event_type, "data": {"object": obj}}
+        {
+            "id": f"evt_{time.monotonic_ns()}",
+            "object": "event",
+            "api_version": stripe_gateway.STRIPE_API_VERSION,
+            "type": event_type,
+            "data": {"object": obj},
+        }
     ).encode()
     return payload, signed_headers(payload, secret, timestamp=timestamp)
 

@@ -1,10 +1,10 @@
 """Stripe webhook events for tests, as Stripe sends them.
 
-One JSON file per event type, in the shape Stripe's API reference documents (API version
-2024-06-20), re-pointed at one of our payments; signed as Stripe signs them (HMAC-SHA256 of
-"<timestamp>.<raw body>" under the endpoint secret, header "t=...,v1=...", see
-tests/stripe_helpers.py); POSTed through the
-Django test client as a raw body, the way Stripe delivers them.
+One JSON file per event type, in the shape Stripe's API reference documents, stamped with the
+API version billing pins (`stripe_gateway.STRIPE_API_VERSION`), re-pointed at one of our
+payments; signed as Stripe signs them (HMAC-SHA256 of "<timestamp>.<raw body>" under the
+endpoint secret, header "t=...,v1=...", see tests/stripe_helpers.py); POSTed through the Django
+test client as a raw body, the way Stripe delivers them.
 """
 
 from __future__ import annotations

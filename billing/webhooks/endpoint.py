@@ -1,0 +1,62 @@
+"""`POST /billing/webhook/`: the door. Checks the body's size, signature and shape, answers a
+redelivery of a finished event from one read, and hands a new event to the event store."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from billing import stripe_gateway
+from billing.exceptions import WebhookSignatureError
+from billing.models import StripeEvent
+from billing.webhooks.store import final_status, receive_event
+
+
+@csrf_exempt
+@require_POST
+@transaction.non_atomic_requests  # the 2xx must follow our own commit, never precede an outer one
+def stripe_webhook(request):
+    try:
+        body = request.body
+    except RequestDataTooBig:  # over DATA_UPLOAD_MAX_MEMORY_SIZE: Django's own answer would be an HTML page
+        return _error("Payload too large.", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    try:
+        event = stripe_gateway.construct_event(body, request.headers.get("Stripe-Signature", ""))
+    except WebhookSignatureError as exc:  # bad signature, stale timestamp, not JSON
+        return _error(exc.user_message, HTTPStatus.BAD_REQUEST)
+    except ValueError:  # belt and braces: a body that is not UTF-8 must never become a 500
+        return _error("Invalid payload.", HTTPStatus.BAD_REQUEST)
+    if _malformed(event):
+        return _error("Invalid payload.", HTTPStatus.BAD_REQUEST)
+
+    status = final_status(event["id"])
+    if status is not None:
+        return JsonResponse({"received": True, "status": status, "duplicate": True})
+    record, duplicate = receive_event(event)
+    if record.status == StripeEvent.Status.FAILED:
+        # The details are in the admin; Stripe only needs to know it should try again.
+        return _error("Processing failed; it will be retried.", HTTPStatus.INTERNAL_SERVER_ERROR)
+    return JsonResponse({"received": True, "status": record.status, "duplicate": duplicate})
+
+
+def _error(message: str, status: HTTPStatus) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _malformed(event) -> bool:
+    if not isinstance(event, dict):
+        return True
+    event_id, event_type, data = event.get("id"), event.get("type"), event.get("data")
+    return not (
+        isinstance(event_id, str)
+        and 0 < len(event_id) <= StripeEvent._meta.get_field("event_id").max_length
+        and isinstance(event_type, str)
+        and 0 < len(event_type) <= StripeEvent._meta.get_field("type").max_length
+        and isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
+    )
