@@ -7,6 +7,7 @@ never happen (a negative balance, a zero ledger delta, a second row for a unique
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from billing.conf import app_settings
 from billing.exceptions import AppendOnlyViolation
@@ -209,7 +210,8 @@ class LedgerEntry(models.Model):
         ADJUSTMENT = "adjustment"
         REFUND = "refund"
         DISPUTE = "dispute"
-        GRANT = "grant"
+        # Stored as "grant": entries are append-only (a PostgreSQL trigger) and existing rows hold it.
+        BONUS = "grant", _("Bonus credits")
         REINSTATEMENT = "reinstatement"
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
