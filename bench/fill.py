@@ -22,6 +22,7 @@ WITH pattern AS (
     FROM (
         SELECT n,
                CASE WHEN n = 1 THEN %(grant)s WHEN n %% 10 = 0 THEN 5 ELSE -1 END AS delta,
+               -- 'grant' is the stored value of LedgerEntry.Kind.BONUS
                CASE WHEN n = 1 OR n %% 10 = 0 THEN 'grant' ELSE 'spend' END AS kind,
                CASE WHEN n = 1 THEN 'Opening grant' WHEN n %% 10 = 0 THEN 'Top-up' ELSE 'Fortune told' END AS reason
         FROM generate_series(1, %(entries)s) AS n

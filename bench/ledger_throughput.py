@@ -178,7 +178,9 @@ def _worker(impl, config, targets, seconds, index, barrier, results):
 def _app(op: str):
     from accounts.models import User
     from billing.ledger import add_credits, spend_credits
+    from billing.models import LedgerEntry
 
+    bonus = LedgerEntry.Kind.BONUS
     users: dict[int, User] = {}
 
     def call(user_id, _profile_id):
@@ -186,7 +188,7 @@ def _app(op: str):
         if op == "spend":
             spend_credits(user, 1, reason="bench spend")
         else:
-            add_credits(user, 1, kind="grant", reason="bench add")
+            add_credits(user, 1, kind=bonus, reason="bench add")
 
     return call
 
@@ -213,6 +215,7 @@ def _baseline(op: str, *, prepared: bool = False):
         "INSERT INTO billing_ledgerentry (profile_id, delta, balance_after, kind, reason, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s)"
     )
+    # "grant" is the stored value of LedgerEntry.Kind.BONUS; this baseline writes raw SQL.
     delta, kind, reason = (-1, "spend", "bench spend") if op == "spend" else (1, "grant", "bench add")
     cursor = conn.cursor()
 
@@ -233,7 +236,7 @@ def _orm_naive(op: str):
     from django.db import router
     from django.utils import timezone
 
-    from billing import ledger
+    from billing.ledger.portable import write_portable
     from billing.models import LedgerEntry
 
     if op != "spend":
@@ -249,7 +252,7 @@ def _orm_naive(op: str):
     }
 
     def call(user_id, _profile_id):
-        if ledger._write_portable(alias, user_id, fields, timezone.now()) is None:
+        if write_portable(alias, user_id, fields, timezone.now()) is None:
             raise RuntimeError("balance exhausted")
 
     return call

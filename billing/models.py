@@ -225,7 +225,8 @@ class LedgerEntry(models.Model):
         ADJUSTMENT = "adjustment"
         REFUND = "refund"
         DISPUTE = "dispute"
-        GRANT = "grant"
+        # Stored as "grant": entries are append-only (a PostgreSQL trigger) and existing rows hold it.
+        BONUS = "grant", _("Bonus credits")
         REINSTATEMENT = "reinstatement"
         EXPIRY = "expiry"
 

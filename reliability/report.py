@@ -169,7 +169,7 @@ def _storm(r: dict) -> list[str]:
             ["audit_credits", (r["audit_credits"].get("output") or "").strip() or str(r["audit_credits"])],
             [
                 "negative control",
-                "one balance corrupted by raw SQL afterwards: own SQL caught it: "
+                "one balance corrupted by raw SQL afterwards: billing.ledger.invariants caught it: "
                 f"{r['negative_control']['sql_caught']}, audit_credits exit code {r['negative_control']['audit_exit']}",
             ],
         ],
@@ -366,14 +366,14 @@ Each is fixed in the code and pinned by a regression test that fails without the
    admin adjust form answered 500 for a ten-digit delta, and on SQLite a ten-billion-credit balance
    was silently stored. The ledger now refuses any single change above 1,000,000,000 credits and
    turns a balance beyond PostgreSQL's integer into a `ValueError` (nothing changed); the command
-   and the admin form show it as a clear error. `billing/ledger.py`, `billing/admin.py`,
+   and the admin form show it as a clear error. `billing/ledger/operations.py`, `billing/admin.py`,
    `billing/management/commands/adjust_credits.py`; `tests/test_fuzz_regressions.py`.
 3. **Text and numbers PostgreSQL refuses reached it** (scenario 4): a reason or an email
    containing `\\x00` crashed the commands, and a validly signed webhook body containing `\\u0000`,
    a lone surrogate, `NaN` or `Infinity` (Python's JSON parser accepts them, `jsonb` does not)
    crashed the webhook with a 500 that could not even be recorded as a failed event. The ledger
    refuses NUL in reasons and keys, the commands treat such an email as unknown, and the webhook
-   answers 400 to a body PostgreSQL cannot store. `billing/ledger.py`, `billing/webhooks/`,
+   answers 400 to a body PostgreSQL cannot store. `billing/ledger/operations.py`, `billing/webhooks/`,
    `billing/management/commands/adjust_credits.py`; `tests/test_fuzz_regressions.py`.
 4. **`show_credits --limit 9223372036854775808` overflowed the database's LIMIT** (scenario 4):
    the limit is now 1 to 10,000. `billing/management/commands/show_credits.py`;

@@ -7,6 +7,7 @@ import dj_database_url
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection, connections
+from django.utils import timezone
 
 from accounts.models import User
 from core import csp
@@ -95,6 +96,23 @@ def _in_child(target, args):
         return target(*args)
     finally:
         connections.close_all()
+
+
+def corrupt_balance(user, credits):
+    """Bypass the ledger, as a bug or a hand-edit in psql would."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_profile SET credits = %s WHERE user_id = %s", [credits, user.pk])
+
+
+def insert_raw_entry(user, *, delta, balance_after):
+    """Append a ledger row by hand (inserts are allowed even where updates are not); 'grant' is
+    the stored value of LedgerEntry.Kind.BONUS."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_ledgerentry (profile_id, delta, balance_after, kind, reason, created_at)"
+            " VALUES (%s, %s, %s, 'grant', 'hand-written', %s)",
+            [user.profile.pk, delta, balance_after, timezone.now()],
+        )
 
 
 @pytest.fixture(scope="session")

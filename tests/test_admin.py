@@ -79,7 +79,7 @@ def test_adjuster_adds_credits_recorded_with_actor_and_reason(client, adjuster, 
 
 
 def test_adjuster_removes_credits_with_negative_delta(client, adjuster, user):
-    add_credits(user, 10, kind="grant", reason="start")
+    add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="start")
     client.force_login(adjuster)
 
     response = post_adjust(client, user, delta="-4", reason="duplicate grant")
@@ -130,7 +130,7 @@ def test_resubmitted_form_with_other_values_is_refused(client, adjuster, user):
     ],
 )
 def test_bad_input_shows_form_error_and_changes_nothing(client, adjuster, user, data, message):
-    add_credits(user, 2, kind="grant", reason="start")
+    add_credits(user, 2, kind=LedgerEntry.Kind.BONUS, reason="start")
     before = ledger_snapshot()
     client.force_login(adjuster)
 
@@ -194,7 +194,7 @@ def test_unknown_profile_is_404(client, adjuster):
 
 
 def test_profile_form_has_no_credits_input_and_ignores_posted_credits(client, superuser, user):
-    add_credits(user, 4, kind="grant", reason="welcome bonus 42")
+    add_credits(user, 4, kind=LedgerEntry.Kind.BONUS, reason="welcome bonus 42")
     client.force_login(superuser)
     url = reverse("admin:billing_profile_change", args=[user.profile.pk])
 
@@ -237,7 +237,7 @@ def test_profiles_cannot_be_added_or_deleted(client, superuser, user):
 
 
 def test_ledger_admin_is_read_only(client, superuser, user):
-    entry = add_credits(user, 5, kind="grant", reason="welcome")
+    entry = add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="welcome")
     client.force_login(superuser)
     change_url = reverse("admin:billing_ledgerentry_change", args=[entry.pk])
 
@@ -269,19 +269,19 @@ def test_ledger_changelist_queries_do_not_grow_with_rows(client, superuser, make
         return len(ctx.captured_queries)
 
     first = make_user()
-    add_credits(first, 1, kind="grant", reason="one", actor=superuser)
+    add_credits(first, 1, kind=LedgerEntry.Kind.BONUS, reason="one", actor=superuser)
     few = queries_for_page()
     for _ in range(10):
         someone = make_user()
-        add_credits(someone, 3, kind="grant", reason="many", actor=superuser)
+        add_credits(someone, 3, kind=LedgerEntry.Kind.BONUS, reason="many", actor=superuser)
         spend_credits(someone, 1, reason="spend")
     assert queries_for_page() == few
 
 
 def test_ledger_filters_and_search(client, superuser, user, other_user):
-    add_credits(user, 5, kind="grant", reason="welcome bonus")
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="welcome bonus")
     spend_credits(user, 1, reason="fortune", idempotency_key="spend-key-1")
-    add_credits(other_user, 2, kind="grant", reason="other")
+    add_credits(other_user, 2, kind=LedgerEntry.Kind.BONUS, reason="other")
     client.force_login(superuser)
     url = reverse("admin:billing_ledgerentry_changelist")
 

@@ -32,7 +32,7 @@ def test_current_user_is_null_when_anonymous(db, client, django_assert_max_num_q
 
 
 def test_current_user_answers_id_email_credits_in_few_queries(signed_in_client, user, django_assert_max_num_queries):
-    ledger.add_credits(user, 7, kind="grant", reason="welcome")
+    ledger.add_credits(user, 7, kind=LedgerEntry.Kind.BONUS, reason="welcome")
     with django_assert_max_num_queries(6):
         response = signed_in_client.get("/api/current_user")
     assert response.json() == {"id": user.pk, "email": "alice@example.com", "credits": 7}

@@ -10,7 +10,7 @@ from billing.models import LedgerEntry
 
 @pytest.fixture
 def entry(user):
-    return ledger.add_credits(user, 5, kind=LedgerEntry.Kind.GRANT, reason="seed")
+    return ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed")
 
 
 def test_orm_refuses_to_save_an_existing_entry(entry):

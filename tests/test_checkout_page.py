@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from billing.ledger import add_credits
-from billing.models import CreditPack
+from billing.models import CreditPack, LedgerEntry
 
 
 def billing_html(client) -> str:
@@ -92,7 +92,7 @@ def test_the_short_balance_page_links_to_the_dialog(signed_in_client):
 
 def test_home_page_counts_credits_in_words(signed_in_client, user):
     assert "<strong>0</strong> credits." in signed_in_client.get("/").content.decode()
-    add_credits(user, 1, kind="grant", reason="test")
+    add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="test")
     assert "<strong>1</strong> credit." in signed_in_client.get("/").content.decode()
 
 

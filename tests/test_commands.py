@@ -11,10 +11,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
-from django.utils import timezone
 
 from billing.ledger import add_credits, get_balance, spend_credits
 from billing.models import LedgerEntry, Profile
+from tests.conftest import corrupt_balance, insert_raw_entry
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +59,7 @@ def test_adjust_adds_credits_with_reason_and_actor(user, staff):
 
 
 def test_adjust_accepts_a_negative_delta_on_the_command_line(user):
-    add_credits(user, 10, kind="grant", reason="start")
+    add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="start")
 
     out = run("adjust_credits", "alice@example.com", "-3", "--reason", "double grant")
 
@@ -83,7 +83,7 @@ def test_adjust_accepts_a_negative_delta_on_the_command_line(user):
     ],
 )
 def test_adjust_bad_input_fails_clearly_and_changes_nothing(user, other_user, args, message):
-    add_credits(user, 3, kind="grant", reason="start")
+    add_credits(user, 3, kind=LedgerEntry.Kind.BONUS, reason="start")
     before = state()
 
     with pytest.raises(CommandError, match=message):
@@ -103,7 +103,7 @@ def test_adjust_without_reason_is_refused_by_the_parser(user):
 @pytest.mark.django_db(transaction=True)
 def test_commands_from_the_shell_exit_codes_and_stderr(user):
     """As an operator runs them: `manage.py ...` in its own process against the same database."""
-    add_credits(user, 2, kind="grant", reason="start")
+    add_credits(user, 2, kind=LedgerEntry.Kind.BONUS, reason="start")
     db = connection.settings_dict
     env = {
         **os.environ,
@@ -135,7 +135,7 @@ def test_commands_from_the_shell_exit_codes_and_stderr(user):
 
 
 def test_show_credits_lists_balance_and_newest_entries(user, staff):
-    add_credits(user, 10, kind="grant", reason="welcome", actor=staff)
+    add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="welcome", actor=staff)
     spend_credits(user, 1, reason="fortune one")
     spend_credits(user, 1, reason="fortune two")
 
@@ -149,7 +149,7 @@ def test_show_credits_lists_balance_and_newest_entries(user, staff):
 
 
 def test_show_credits_default_shows_actor(user, staff):
-    add_credits(user, 10, kind="grant", reason="welcome", actor=staff)
+    add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="welcome", actor=staff)
     out = run("show_credits", "alice@example.com")
     assert "welcome [by ops@example.com]" in out
 
@@ -176,27 +176,11 @@ def test_show_credits_bad_input(user, args, message):
 # --- audit_credits -----------------------------------------------------------------------------
 
 
-def corrupt_balance(user, credits):
-    """Bypass the ledger, as a bug or a hand-edit in psql would."""
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE billing_profile SET credits = %s WHERE user_id = %s", [credits, user.pk])
-
-
-def insert_raw_entry(user, *, delta, balance_after):
-    """Append a ledger row by hand (inserts are allowed even where updates are not)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO billing_ledgerentry (profile_id, delta, balance_after, kind, reason, created_at)"
-            " VALUES (%s, %s, %s, 'grant', 'hand-written', %s)",
-            [user.profile.pk, delta, balance_after, timezone.now()],
-        )
-
-
 def test_audit_ok_when_every_balance_matches(user, other_user, make_user):
     make_user()  # a profile without entries and 0 credits is fine
-    add_credits(user, 5, kind="grant", reason="start")
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="start")
     spend_credits(user, 2, reason="spend")
-    add_credits(other_user, 1, kind="grant", reason="start")
+    add_credits(other_user, 1, kind=LedgerEntry.Kind.BONUS, reason="start")
 
     out = run("audit_credits")
 
@@ -204,8 +188,8 @@ def test_audit_ok_when_every_balance_matches(user, other_user, make_user):
 
 
 def test_audit_catches_balance_corrupted_with_raw_sql(user, other_user):
-    add_credits(user, 5, kind="grant", reason="start")
-    add_credits(other_user, 2, kind="grant", reason="start")
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="start")
+    add_credits(other_user, 2, kind=LedgerEntry.Kind.BONUS, reason="start")
     corrupt_balance(user, 50)
 
     out = StringIO()
@@ -229,10 +213,10 @@ def test_audit_catches_credits_on_a_profile_without_entries(user):
 
 def test_audit_catches_newest_balance_after_wrong_though_sum_matches(user, other_user):
     """credits == sum(delta), but the newest entry claims another balance."""
-    add_credits(user, 5, kind="grant", reason="start")
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="start")
     insert_raw_entry(user, delta=2, balance_after=99)
     corrupt_balance(user, 7)
-    add_credits(other_user, 1, kind="grant", reason="start")
+    add_credits(other_user, 1, kind=LedgerEntry.Kind.BONUS, reason="start")
 
     out = StringIO()
     with pytest.raises(CommandError, match="1 profile broken"):
@@ -243,7 +227,7 @@ def test_audit_catches_newest_balance_after_wrong_though_sum_matches(user, other
 
 def test_audit_catches_entry_missing_from_balance(user, other_user):
     """A ledger row written without its balance change (sum and newest balance_after both off)."""
-    add_credits(user, 5, kind="grant", reason="start")
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="start")
     insert_raw_entry(user, delta=4, balance_after=9)
     corrupt_balance(other_user, 1)
 
@@ -257,7 +241,7 @@ def test_audit_catches_entry_missing_from_balance(user, other_user):
 def test_audit_uses_a_fixed_number_of_queries(user, make_user, django_assert_max_num_queries):
     for _ in range(20):
         someone = make_user()
-        add_credits(someone, 2, kind="grant", reason="start")
+        add_credits(someone, 2, kind=LedgerEntry.Kind.BONUS, reason="start")
         spend_credits(someone, 1, reason="spend")
     with django_assert_max_num_queries(2):
         run("audit_credits")

@@ -14,7 +14,7 @@ from tests.conftest import run_in_processes
 
 
 def test_paid_action_spends_one_credit(signed_in_client, user):
-    ledger.add_credits(user, 2, kind="grant", reason="seed")
+    ledger.add_credits(user, 2, kind=LedgerEntry.Kind.BONUS, reason="seed")
     response = signed_in_client.post("/fortune/", follow=True)
     assert response.status_code == HTTPStatus.OK
     assert b"Your fortune:" in response.content
@@ -23,7 +23,7 @@ def test_paid_action_spends_one_credit(signed_in_client, user):
 
 
 def test_paid_action_page_get_costs_nothing(signed_in_client, user):
-    ledger.add_credits(user, 1, kind="grant", reason="seed")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     assert signed_in_client.get("/fortune/").status_code == HTTPStatus.OK
     assert ledger.get_balance(user) == 1
 
@@ -49,7 +49,7 @@ def test_anonymous_is_sent_to_login(client, db):
 
 
 def test_failed_view_rolls_back_the_spend(user):
-    ledger.add_credits(user, 3, kind="grant", reason="seed")
+    ledger.add_credits(user, 3, kind=LedgerEntry.Kind.BONUS, reason="seed")
 
     @credits_required(2)
     def broken(request):
@@ -69,7 +69,7 @@ def test_failed_view_rolls_back_the_spend(user):
 
 
 def test_idempotency_key_header_spends_once(user):
-    ledger.add_credits(user, 5, kind="grant", reason="seed")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed")
 
     @credits_required(2, reason="export")
     def export(request):
@@ -106,7 +106,7 @@ def call(view, user, key=None, path="/x", **headers):
 
 
 def test_a_replayed_key_answers_the_first_response_without_running_the_view_again(user):
-    ledger.add_credits(user, 1, kind="grant", reason="seed")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     view, calls = counting_view(1)
     answers = [call(view, user, "once-only") for _ in range(6)]
     assert len(calls) == 1
@@ -117,7 +117,7 @@ def test_a_replayed_key_answers_the_first_response_without_running_the_view_agai
 
 
 def test_a_replayed_paid_page_post_does_not_tell_a_second_fortune(signed_in_client, user):
-    ledger.add_credits(user, 1, kind="grant", reason="seed")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     for _ in range(6):
         response = signed_in_client.post("/fortune/", HTTP_IDEMPOTENCY_KEY="fortune-1")
         assert response.status_code == HTTPStatus.FOUND
@@ -126,7 +126,7 @@ def test_a_replayed_paid_page_post_does_not_tell_a_second_fortune(signed_in_clie
 
 
 def test_a_failed_first_attempt_keeps_nothing_so_the_retry_runs(user):
-    ledger.add_credits(user, 2, kind="grant", reason="seed")
+    ledger.add_credits(user, 2, kind=LedgerEntry.Kind.BONUS, reason="seed")
     outcomes = iter([HTTPStatus.BAD_GATEWAY, HTTPStatus.OK])
 
     @credits_required(1, reason="flaky")
@@ -142,7 +142,7 @@ def test_a_failed_first_attempt_keeps_nothing_so_the_retry_runs(user):
 
 
 def test_keys_are_never_cut_so_a_shared_prefix_is_two_requests(user):
-    ledger.add_credits(user, 2, kind="grant", reason="seed")
+    ledger.add_credits(user, 2, kind=LedgerEntry.Kind.BONUS, reason="seed")
     view, calls = counting_view(1)
     prefix = "p" * 150
     assert call(view, user, prefix + "-one").status_code == HTTPStatus.CREATED
@@ -153,7 +153,7 @@ def test_keys_are_never_cut_so_a_shared_prefix_is_two_requests(user):
 
 @pytest.mark.parametrize("key", ["k" * 201, "   ", "tab\tkey", "caf\u00e9"])
 def test_a_malformed_key_is_refused_with_400_json_and_spends_nothing(user, key):
-    ledger.add_credits(user, 1, kind="grant", reason="seed")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     view, calls = counting_view(1)
     response = call(view, user, key.encode().decode("unicode_escape"))
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -163,7 +163,7 @@ def test_a_malformed_key_is_refused_with_400_json_and_spends_nothing(user, key):
 
 
 def test_the_same_key_on_another_paid_view_is_refused_with_422_not_500(user):
-    ledger.add_credits(user, 5, kind="grant", reason="seed")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed")
     cheap, cheap_calls = counting_view(1, reason="cheap")
     dear, dear_calls = counting_view(2, reason="dear")
     assert call(cheap, user, "shared").status_code == HTTPStatus.CREATED
@@ -176,7 +176,7 @@ def test_the_same_key_on_another_paid_view_is_refused_with_422_not_500(user):
 
 def test_a_key_the_ledger_holds_for_another_operation_is_422_not_500(user):
     """A spend key written by a direct ledger call (or before responses were kept) still protects."""
-    ledger.add_credits(user, 5, kind="grant", reason="seed")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed")
     ledger.spend_credits(user, 3, reason="elsewhere", idempotency_key=f"spend:{user.pk}:legacy")
     view, calls = counting_view(1)
     assert call(view, user, "legacy").status_code == HTTPStatus.UNPROCESSABLE_ENTITY
@@ -186,7 +186,7 @@ def test_a_key_the_ledger_holds_for_another_operation_is_422_not_500(user):
 
 def test_keys_belong_to_their_user(user, other_user):
     for who in (user, other_user):
-        ledger.add_credits(who, 1, kind="grant", reason="seed")
+        ledger.add_credits(who, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     view, calls = counting_view(1)
     assert call(view, user, "same").status_code == HTTPStatus.CREATED
     assert call(view, other_user, "same").status_code == HTTPStatus.CREATED
@@ -204,7 +204,7 @@ def _replay_in_child(user_id: int, key: str) -> tuple[int, str | None]:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_replays_in_many_processes_run_the_action_once(user):
-    ledger.add_credits(user, 10, kind="grant", reason="seed")
+    ledger.add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="seed")
     results = run_in_processes(_replay_in_child, [(user.pk, "storm")] * 8)
     assert {status for status, _ in results} == {HTTPStatus.CREATED}
     assert len({body for _, body in results}) == 1  # every process got the first response

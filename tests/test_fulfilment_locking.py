@@ -3,6 +3,9 @@
 `SELECT ... FOR UPDATE` over a join locks every joined row; with the pack and the user joined in,
 every purchase of the same pack, by anyone, would queue behind the one being fulfilled, and
 staff could not edit the pack meanwhile.
+
+Contract tests of the implementation: they pin which rows are locked, so they are meant to move
+when the implementation changes (a new lock must still leave the pack and the user free).
 """
 
 import pytest

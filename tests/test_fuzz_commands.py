@@ -43,7 +43,7 @@ REASONS = st.one_of(
 
 @pytest.fixture
 def people(user, other_user, make_user):
-    ledger.add_credits(user, 10, kind="grant", reason="opening")
+    ledger.add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="opening")
     make_user("staff@example.com", is_staff=True)
     return user
 

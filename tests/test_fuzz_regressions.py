@@ -37,7 +37,7 @@ HUGE = [10**30, -(10**30), 2**63, ledger.MAX_DELTA + 1, -(ledger.MAX_DELTA + 1)]
 def test_the_ledger_refuses_an_absurd_amount(user, amount):
     before = fuzzing.money_state()
     with pytest.raises(ValueError, match="at most 1,000,000,000"):
-        ledger.add_credits(user, amount, kind="grant", reason="typo")
+        ledger.add_credits(user, amount, kind=LedgerEntry.Kind.BONUS, reason="typo")
     with pytest.raises(ValueError, match="at most 1,000,000,000"):
         ledger.spend_credits(user, amount, reason="typo")
     assert fuzzing.money_state() == before
@@ -59,14 +59,14 @@ def test_the_largest_allowed_change_still_works(user, admin_user):
 def near_the_64_bit_limit(user) -> None:
     """Deliberate corruption, for the tests below only: a balance just under PostgreSQL's bigint
     limit, which no real sequence of ledger changes reaches (they are at most MAX_DELTA each)."""
-    ledger.add_credits(user, 1, kind="grant", reason="one")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="one")
     Profile.objects.filter(user=user).update(credits=2**63 - 10)
 
 
 def test_a_balance_past_32_bits_is_kept(user):
     """Balances are 64-bit: three of the largest allowed changes (past 2**31) are credited."""
     for n in range(3):
-        ledger.add_credits(user, ledger.MAX_DELTA, kind="grant", reason=f"big {n}")
+        ledger.add_credits(user, ledger.MAX_DELTA, kind=LedgerEntry.Kind.BONUS, reason=f"big {n}")
     assert ledger.get_balance(user) == 3 * ledger.MAX_DELTA > 2**31
     ledger.spend_credits(user, 1, reason="still spendable")
     assert ledger.get_balance(user) == 3 * ledger.MAX_DELTA - 1
@@ -77,7 +77,7 @@ def test_a_balance_past_the_databases_integer_is_refused_cleanly(user, admin_use
     near_the_64_bit_limit(user)
     before = fuzzing.money_state()
     with pytest.raises(ValueError, match="cannot take"):
-        ledger.add_credits(user, 100, kind="grant", reason="past the limit")
+        ledger.add_credits(user, 100, kind=LedgerEntry.Kind.BONUS, reason="past the limit")
     assert fuzzing.money_state() == before
     ledger.spend_credits(user, 1, reason="the connection and the balance still work")
     assert ledger.get_balance(user) == 2**63 - 11
@@ -87,7 +87,7 @@ def test_a_balance_past_the_databases_integer_is_refused_cleanly(user, admin_use
 def test_the_ledger_refuses_what_postgresql_cannot_store(user, reason, key):
     before = fuzzing.money_state()
     with pytest.raises(ValueError):
-        ledger.add_credits(user, 1, kind="grant", reason=reason, idempotency_key=key)
+        ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason=reason, idempotency_key=key)
     assert fuzzing.money_state() == before
 
 
@@ -105,7 +105,7 @@ def test_the_ledger_refuses_what_postgresql_cannot_store(user, reason, key):
     ],
 )
 def test_adjust_credits_refuses_clearly(user, args, message):
-    ledger.add_credits(user, 10, kind="grant", reason="opening")
+    ledger.add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="opening")
     before = fuzzing.money_state()
     with pytest.raises(CommandError, match=message):
         call_command("adjust_credits", *args, stdout=StringIO(), stderr=StringIO())
@@ -137,7 +137,7 @@ def test_show_credits_with_a_nul_in_the_email_is_an_unknown_user(user):
 
 @pytest.mark.parametrize("delta", [str(10**10), str(-(10**30)), str(ledger.MAX_DELTA + 1)])
 def test_the_admin_adjust_form_refuses_an_absurd_delta(admin_client, user, delta):
-    ledger.add_credits(user, 10, kind="grant", reason="opening")
+    ledger.add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="opening")
     before = fuzzing.money_state()
     response = admin_client.post(
         reverse("admin:billing_profile_adjust", args=[user.profile.pk]),

@@ -23,7 +23,7 @@ def balance_and_entries(user) -> tuple[int, int]:
 
 def test_spend_outside_a_transaction_commits_balance_and_entry_together(user):
     assert connection.get_autocommit() and not connection.in_atomic_block
-    ledger.add_credits(user, 3, kind="grant", reason="seed")
+    ledger.add_credits(user, 3, kind=LedgerEntry.Kind.BONUS, reason="seed")
     entry = ledger.spend_credits(user, 2, reason="used")
     assert (entry.delta, entry.balance_after) == (-2, 1)
     assert LedgerEntry.objects.get(pk=entry.pk).balance_after == 1
@@ -31,14 +31,14 @@ def test_spend_outside_a_transaction_commits_balance_and_entry_together(user):
 
 
 def test_short_balance_outside_a_transaction_changes_nothing(user):
-    ledger.add_credits(user, 1, kind="grant", reason="seed")
+    ledger.add_credits(user, 1, kind=LedgerEntry.Kind.BONUS, reason="seed")
     with pytest.raises(InsufficientCredits):
         ledger.spend_credits(user, 2, reason="too much")
     assert balance_and_entries(user) == (1, 1)
 
 
 def test_repeated_key_outside_a_transaction_returns_the_first_entry(user):
-    ledger.add_credits(user, 5, kind="grant", reason="seed")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed")
     first = ledger.spend_credits(user, 1, reason="once", idempotency_key="spend-1")
     again = ledger.spend_credits(user, 1, reason="once", idempotency_key="spend-1")
     assert again.pk == first.pk
@@ -47,25 +47,25 @@ def test_repeated_key_outside_a_transaction_returns_the_first_entry(user):
 
 def test_a_failed_insert_undoes_its_balance_update(user):
     """The key is taken by another operation: the statement's INSERT fails, and its UPDATE with it."""
-    ledger.add_credits(user, 5, kind="grant", reason="seed", idempotency_key="taken")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed", idempotency_key="taken")
     with pytest.raises(IdempotencyKeyReused):
         ledger.spend_credits(user, 1, reason="clash", idempotency_key="taken")
     assert balance_and_entries(user) == (5, 1)
 
 
 def test_inside_a_callers_transaction_a_lost_key_race_leaves_it_usable(user, other_user):
-    ledger.add_credits(user, 5, kind="grant", reason="seed", idempotency_key="k1")
+    ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed", idempotency_key="k1")
     with transaction.atomic():
-        again = ledger.add_credits(user, 5, kind="grant", reason="seed", idempotency_key="k1")
+        again = ledger.add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="seed", idempotency_key="k1")
         # The collision was contained by a savepoint: the caller's transaction goes on.
-        ledger.add_credits(other_user, 2, kind="grant", reason="after the collision")
+        ledger.add_credits(other_user, 2, kind=LedgerEntry.Kind.BONUS, reason="after the collision")
     assert again.delta == 5
     assert balance_and_entries(user) == (5, 1)
     assert balance_and_entries(other_user) == (2, 1)
 
 
 def test_inside_a_callers_transaction_its_rollback_undoes_the_ledger_write(user):
-    ledger.add_credits(user, 3, kind="grant", reason="seed")
+    ledger.add_credits(user, 3, kind=LedgerEntry.Kind.BONUS, reason="seed")
     with pytest.raises(IntegrityError), transaction.atomic():
         ledger.spend_credits(user, 1, reason="rolled back with the caller")
         raise IntegrityError("the caller fails after spending")

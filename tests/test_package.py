@@ -14,6 +14,7 @@ from django.urls import get_resolver
 
 from billing import ledger
 from billing.conf import DEFAULTS, app_settings
+from billing.models import LedgerEntry
 
 BILLING = Path(__file__).resolve().parent.parent / "billing"
 PROJECT_PACKAGES = {"core", "accounts", "tests", "bench", "reliability", "scripts", "testbed"}
@@ -129,7 +130,7 @@ def render(source: str, user, **context) -> str:
 
 
 def test_the_header_tags_show_the_balance_and_the_button(user):
-    ledger.add_credits(user, 3, kind="grant", reason="seed")
+    ledger.add_credits(user, 3, kind=LedgerEntry.Kind.BONUS, reason="seed")
     html = render("{% billing_header %}", user)
     assert 'id="header-credits-value">3<' in html and "data-add-credits" in html
     assert "data-add-credits" not in render("{% credits_balance %}", user)

@@ -1,5 +1,9 @@
 """/billing/ and /api/current_user make a small, fixed number of queries, whatever the ledger's
-size, and a redelivered webhook costs one (docs/BENCHMARKS.md measures the latency)."""
+size, and a redelivered webhook costs one (docs/BENCHMARKS.md measures the latency).
+
+Contract tests of the implementation: they count queries and match their SQL text, so they are
+meant to move when the implementation changes (say, the balance read by another query).
+"""
 
 import json
 from http import HTTPStatus
@@ -9,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing import ledger, stripe_gateway
-from billing.models import CreditPack, Payment, StripeEvent
+from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import stripe_signature
 
 MAX_QUERIES = 6
@@ -17,7 +21,7 @@ MAX_QUERIES = 6
 
 def give_history(user, *, entries: int, payments: int) -> None:
     pack = CreditPack.objects.get(slug="starter")
-    ledger.add_credits(user, entries, kind="grant", reason="seed")
+    ledger.add_credits(user, entries, kind=LedgerEntry.Kind.BONUS, reason="seed")
     for n in range(entries - 1):
         ledger.spend_credits(user, 1, reason=f"spend {n}")
     for _ in range(payments):
@@ -51,7 +55,7 @@ def test_query_count_does_not_grow_with_the_ledger(client, make_user, path):
 
 
 def test_billing_page_reads_the_balance_once_for_page_and_header(signed_in_client, user):
-    ledger.add_credits(user, 7, kind="grant", reason="seed")
+    ledger.add_credits(user, 7, kind=LedgerEntry.Kind.BONUS, reason="seed")
     with CaptureQueriesContext(connection) as queries:
         response = signed_in_client.get("/billing/")
     balance_reads = [q for q in queries if 'FROM "billing_profile"' in q["sql"] and '"credits"' in q["sql"]]

@@ -358,7 +358,7 @@ def test_csrf_is_required_on_every_state_changing_view(db, data, people, index):
     user = people[who] if who else None
     client, token = csrf_client(user)
     if label == "paid action":
-        ledger.add_credits(people["owner"], 1, kind="grant", reason="for the paid action")
+        ledger.add_credits(people["owner"], 1, kind=LedgerEntry.Kind.BONUS, reason="for the paid action")
     before = state()
     users_before = set(people["owner"].__class__.objects.values_list("email", flat=True))
 
