@@ -360,7 +360,7 @@ Each is fixed in the code and pinned by a regression test that fails without the
    JSON charge endpoints (scenario 3, `pg_terminate_backend` mid-request). Now a 503 JSON answer
    with a sentence the page shows ("We could not record your payment just now. If your card was
    charged, the credits will be added automatically..."); the payment stays pending and the webhook
-   or `reconcile_payments` credits it once. `billing/views.py`; `tests/test_reliability_faults.py`.
+   or `reconcile_payments` credits it once. `billing/http.py`; `tests/test_reliability_faults.py`.
 2. **Credit amounts beyond the database's integer crashed** (scenario 4, commands fuzzing):
    `adjust_credits EMAIL 100000000000000000000` raised a `DataError` traceback on PostgreSQL, the
    admin adjust form answered 500 for a ten-digit delta, and on SQLite a ten-billion-credit balance

@@ -163,9 +163,9 @@ def test_show_credits_without_entries(user):
     ("args", "message"),
     [
         (["nobody@example.com"], "no user with email"),
-        (["alice@example.com", "--limit", "0"], "--limit must be a positive whole number"),
-        (["alice@example.com", "--limit", "ten"], "--limit must be a positive whole number"),
-        (["alice@example.com", "--limit", "-5"], "--limit must be a positive whole number"),
+        (["alice@example.com", "--limit", "0"], "--limit must be a whole number from 1 to 10,000"),
+        (["alice@example.com", "--limit", "ten"], "--limit must be a whole number from 1 to 10,000"),
+        (["alice@example.com", "--limit", "-5"], "--limit must be a whole number from 1 to 10,000"),
     ],
 )
 def test_show_credits_bad_input(user, args, message):

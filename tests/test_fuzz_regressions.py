@@ -123,7 +123,7 @@ def test_adjust_credits_past_the_databases_integer_is_a_clear_error(user):
 
 @pytest.mark.parametrize("limit", [str(2**63), str(10**30), "10001"])
 def test_show_credits_refuses_an_absurd_limit(user, limit):
-    with pytest.raises(CommandError, match="--limit must be a positive whole number"):
+    with pytest.raises(CommandError, match="--limit must be a whole number from 1 to 10,000"):
         call_command("show_credits", user.email, "--limit", limit, stdout=StringIO())
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from billing import fulfilment, ledger, stripe_gateway
 from billing.charges import intent_idempotency_key
+from billing.exceptions import CardDeclined
 from billing.models import CreditPack, LedgerEntry, Payment
 from scripts import localstripe_server
 from tests.stripe_helpers import DECLINED, THREE_D_SECURE, VISA, card, complete_3ds, post_json
@@ -131,8 +132,8 @@ def test_already_credited_payments_are_not_checked(stripe, user, pack):
 
 def test_fails_a_pending_payment_that_stripe_declined(stripe, user, pack):
     payment = new_payment(user, pack)
-    with pytest.raises(stripe_gateway.CardDeclined):
-        intent_for(payment, DECLINED)  # localstripe names no intent: found by its metadata
+    with pytest.raises(CardDeclined):
+        intent_for(payment, DECLINED)  # the payment never learnt its intent: found by its metadata
 
     out = reconcile()
 

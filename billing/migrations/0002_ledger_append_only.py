@@ -8,6 +8,8 @@ an operator's deliberate wipe work, and it is not a row-level edit.
 
 from django.db import migrations
 
+from billing.migrations._postgresql import run_on_postgresql
+
 TRIGGER_SQL = """
 CREATE OR REPLACE FUNCTION billing_ledger_append_only() RETURNS trigger AS $$
 BEGIN
@@ -28,19 +30,12 @@ DROP FUNCTION IF EXISTS billing_ledger_append_only();
 """
 
 
-def _run(schema_editor, sql):
-    # No parameters: the '%' in RAISE's format string must reach PostgreSQL as it is.
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(sql)
-
-
 def create_trigger(apps, schema_editor):
-    _run(schema_editor, TRIGGER_SQL)
+    run_on_postgresql(schema_editor, TRIGGER_SQL)
 
 
 def drop_trigger(apps, schema_editor):
-    _run(schema_editor, DROP_SQL)
+    run_on_postgresql(schema_editor, DROP_SQL)
 
 
 class Migration(migrations.Migration):

@@ -16,6 +16,8 @@ the function exists after all migrations.
 
 from django.db import migrations
 
+from billing.migrations._postgresql import run_on_postgresql
+
 FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION billing_spend(
     p_user_id bigint, p_amount bigint, p_kind text, p_reason text, p_actor_id bigint,
@@ -64,19 +66,12 @@ $$ LANGUAGE plpgsql;
 DROP_SQL = "DROP FUNCTION IF EXISTS billing_spend(bigint, bigint, text, text, bigint, bigint, text, timestamptz);"
 
 
-def _run(schema_editor, sql):
-    # No parameters: the '%' in RAISE's format string must reach PostgreSQL as it is.
-    if schema_editor.connection.vendor == "postgresql":
-        with schema_editor.connection.cursor() as cursor:
-            cursor.execute(sql)
-
-
 def create_function(apps, schema_editor):
-    _run(schema_editor, FUNCTION_SQL)
+    run_on_postgresql(schema_editor, FUNCTION_SQL)
 
 
 def drop_function(apps, schema_editor):
-    _run(schema_editor, DROP_SQL)
+    run_on_postgresql(schema_editor, DROP_SQL)
 
 
 class Migration(migrations.Migration):

@@ -2,15 +2,12 @@
 
 USER is the login name (USERNAME_FIELD: the email for email-login user models) or the email."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from billing.exceptions import InsufficientCredits
 from billing.ledger import adjust_credits
-from billing.models import LedgerEntry
-from billing.users import display_name, lookup_fields
-
-MAX_REASON = LedgerEntry._meta.get_field("reason").max_length
+from billing.management.arguments import find_user, reason_text
+from billing.users import display_name
 
 
 class Command(BaseCommand):
@@ -25,11 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, email, delta, reason, actor=None, **options):
         delta = parse_delta(delta)
-        reason = (reason or "").strip()
-        if not reason:
-            raise CommandError("--reason must not be blank")
-        if len(reason) > MAX_REASON:  # as the admin form does: the ledger would cut it short silently
-            raise CommandError(f"--reason must be at most {MAX_REASON} characters, got {len(reason)}")
+        reason = reason_text(reason)
         user = find_user(email)
         actor_user = None
         if actor:
@@ -58,25 +51,3 @@ def parse_delta(text: str) -> int:
     if delta == 0:
         raise CommandError("DELTA must not be zero")
     return delta
-
-
-def find_user(identifier: str):
-    """The user whose login name (USERNAME_FIELD) or, failing that, email is `identifier`,
-    compared case-insensitively: works with any user model."""
-    User = get_user_model()
-    label = describe_identifier()
-    if "\x00" in identifier:  # no name has one, and PostgreSQL refuses the query outright
-        raise CommandError(f"no user with {label} {identifier!r}")
-    for field in lookup_fields(User):
-        matches = list(User._default_manager.filter(**{f"{field}__iexact": identifier.strip()})[:2])
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise CommandError(f"more than one user has the {field} {identifier!r}; use the exact login name")
-    raise CommandError(f"no user with {label} {identifier!r}")
-
-
-def describe_identifier() -> str:
-    """How commands name a user: "email" for an email-login model, "username or email" otherwise."""
-    fields = lookup_fields(get_user_model())
-    return " or ".join(fields)

@@ -11,6 +11,7 @@ still settled; the exit is then non-zero. Safe to re-run: a second run finds not
 from django.core.management.base import BaseCommand, CommandError
 
 from billing import reconcile
+from billing.management.arguments import whole_number
 
 Action = reconcile.Action
 DONE = {
@@ -30,16 +31,6 @@ WOULD = {
 MAX_DAYS = 3650
 
 
-def parse_since_days(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_DAYS:
-        raise CommandError(f"--since-days must be a whole number from 1 to {MAX_DAYS}, got {text!r}")
-    return value
-
-
 class Command(BaseCommand):
     help = "Ask Stripe about unsettled payments and credit or fail them. Safe to re-run."
 
@@ -48,7 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
 
     def handle(self, *args, since_days: str, dry_run: bool, **options):
-        days = parse_since_days(since_days)
+        days = whole_number(since_days, name="--since-days", minimum=1, maximum=MAX_DAYS)
         payments = list(reconcile.payments_to_check(since_days=days))
         findings, stripe_answered = reconcile.investigate_all(payments)
         if not stripe_answered:

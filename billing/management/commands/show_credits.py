@@ -1,23 +1,13 @@
 """`manage.py show_credits USER [--limit N]` (login name or email): a user's balance and newest ledger entries."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from billing.ledger import get_balance
-from billing.management.commands.adjust_credits import find_user
+from billing.management.arguments import find_user, whole_number
 from billing.models import LedgerEntry
 from billing.users import display_name
 
 MAX_LIMIT = 10_000  # a screenful is the point; a huge LIMIT would overflow the database's integer
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 0 < value <= MAX_LIMIT:
-        raise CommandError(f"--limit must be a positive whole number up to {MAX_LIMIT}, got {text!r}")
-    return value
 
 
 class Command(BaseCommand):
@@ -28,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--limit", default="20", help="how many ledger entries to show (default 20)")
 
     def handle(self, *args, email, limit, **options):
-        limit = positive_int(limit)
+        limit = whole_number(limit, name="--limit", minimum=1, maximum=MAX_LIMIT)
         user = find_user(email)
         entries = list(
             LedgerEntry.objects.filter(profile__user_id=user.pk).select_related("actor").order_by("-id")[:limit]
