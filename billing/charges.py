@@ -86,6 +86,7 @@ def start_charge(user, *, pack_slug, payment_method, accept_card_tokens=False) -
         credits=pack.credits,
         amount=pack.amount,
         currency=pack.currency,
+        validity_days=pack.validity_days,
         status=Status.PENDING,
     )
     try:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import ledger, signals
@@ -150,6 +152,8 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
         reason=f"Bought {payment.pack.name} ({payment.credits} credits)",
         payment=payment,
         idempotency_key=purchase_key(payment),
+        # Valid from the moment they are credited, for the days the pack promised when bought.
+        expires_at=timezone.now() + timedelta(days=payment.validity_days) if payment.validity_days else None,
     )
     logger.info("payment %s credited %s via %s", payment.pk, payment.credits, source)
     signals.send_after_commit(
@@ -361,10 +365,9 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
         payment.credits_unrecovered -= forgiven
         if back:
             given = payment.credits_reinstated
-            ledger.add_credits(
+            ledger.reinstate_credits(
                 payment.user,
                 back,
-                kind=LedgerEntry.Kind.REINSTATEMENT,
                 reason=f"Payment {payment.pk}: {why}, credits given back",
                 payment=payment,
                 idempotency_key=f"payment:{payment.pk}:reinstatement:{given}-{given + back}",

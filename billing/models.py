@@ -146,6 +146,8 @@ class Payment(models.Model):
     credits = models.PositiveIntegerField()
     amount = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
+    # Days the credits stay valid once credited (the pack's promise when the payment started; null: forever).
+    validity_days = models.PositiveIntegerField(null=True, blank=True)
     stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     failure_message = models.CharField(max_length=500, blank=True, default="")

@@ -23,7 +23,7 @@ ALLOWED = {
     "users": set(),
     "templatetags.billing_money": set(),
     "models": {"conf", "exceptions"},
-    "ledger": {"conf", "exceptions", "models", "ledger"},
+    "ledger": {"conf", "exceptions", "models", "signals", "ledger"},
     "stripe_gateway": {"conf", "exceptions"},
     "fulfilment": CORE,
     "charges": CORE | {"fulfilment"},

@@ -12,8 +12,9 @@ race at the database, its transaction (including its UPDATE) rolls back, and the
 returned.
 
 - `operations.py`: the public operations below, their validation and the retry loop;
-- `postgresql.py`: the write on PostgreSQL, one prepared statement (docs/DESIGN.md);
-- `portable.py`: the same write through the ORM on any other database (SQLite);
+- `grants.py`: credit grants, the drawdown order and expiry (docs/DESIGN.md, "Credit grants");
+- `postgresql.py`: the writes on PostgreSQL, one prepared statement each (docs/DESIGN.md);
+- `portable.py`: the same writes through the ORM on any other database (SQLite);
 - `invariants.py`: the invariant as one set-based query, for audit_credits, tests and reliability/.
 """
 
@@ -22,8 +23,21 @@ from billing.ledger.operations import (
     add_credits,
     adjust_credits,
     claw_back_credits,
+    expire_credits,
     get_balance,
+    grant_credits,
+    reinstate_credits,
     spend_credits,
 )
 
-__all__ = ["MAX_DELTA", "add_credits", "adjust_credits", "claw_back_credits", "get_balance", "spend_credits"]
+__all__ = [
+    "MAX_DELTA",
+    "add_credits",
+    "adjust_credits",
+    "claw_back_credits",
+    "expire_credits",
+    "get_balance",
+    "grant_credits",
+    "reinstate_credits",
+    "spend_credits",
+]

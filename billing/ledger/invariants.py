@@ -15,7 +15,7 @@ from typing import NamedTuple
 from django.contrib.auth import get_user_model
 from django.db import connections, router
 
-from billing.models import LedgerEntry, Profile
+from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
 
 
 class BrokenProfile(NamedTuple):
@@ -74,3 +74,93 @@ def entries_off_running_sum(using: str | None = None) -> int:
     with connections[using or router.db_for_read(LedgerEntry)].cursor() as cursor:
         cursor.execute(_OFF_RUNNING_SUM_SQL.format(ledger=LedgerEntry._meta.db_table))
         return cursor.fetchone()[0]
+
+
+# --- grants (docs/DESIGN.md, "Credit grants") ------------------------------------------------
+
+
+class GrantProblem(NamedTuple):
+    profile_id: int
+    problem: str  # what is wrong, in words, naming the rows
+
+
+# Ledger entries written before credit grants existed (before the migration that turned each
+# balance into a grant was applied) draw on no grant and open none: the checks of entries start
+# after it. django_migrations records when it ran.
+_GRANTS_SINCE = """
+COALESCE((SELECT applied FROM django_migrations WHERE app = 'billing' AND name = '0009_balances_become_grants'),
+    e.created_at)
+"""
+
+_GRANT_SQL = {
+    # The balance is the sum of what the profile's grants hold.
+    "balance": """
+SELECT p.id, 'credits ' || p.credits || ' but its grants hold ' || COALESCE(g.held, 0)
+FROM {profile} p
+LEFT JOIN (SELECT profile_id, SUM(remaining) AS held FROM {grant} GROUP BY profile_id) g ON g.profile_id = p.id
+WHERE p.credits <> COALESCE(g.held, 0)
+""",
+    # Each debit's draws add up to it; each credit opens one grant of its size (a reinstatement
+    # refills grants instead, and opens one only for what it cannot put back).
+    "entry": """
+SELECT e.profile_id, 'entry ' || e.id || ' (' || e.kind || ' ' || e.delta || ') moves '
+    || (COALESCE(a.drawn, 0) + COALESCE(g.amount, 0)) || ' credits of grants'
+FROM {ledger} e
+LEFT JOIN (SELECT entry_id, SUM(amount) AS drawn FROM {allocation} GROUP BY entry_id) a ON a.entry_id = e.id
+LEFT JOIN {grant} g ON g.entry_id = e.id
+WHERE e.created_at >= {since}
+  AND ((e.delta < 0 AND (COALESCE(a.drawn, 0) <> -e.delta OR g.id IS NOT NULL))
+    OR (e.delta > 0 AND COALESCE(a.drawn, 0) + COALESCE(g.amount, 0) <> e.delta))
+""",
+    # What a grant holds is what it opened with, less every draw, plus every refill.
+    "remaining": """
+SELECT g.profile_id, 'grant ' || g.id || ' holds ' || g.remaining || ' but its history leaves '
+    || (g.amount + COALESCE(m.moved, 0))
+FROM {grant} g
+LEFT JOIN (
+    SELECT a.grant_id, SUM(CASE WHEN e.delta < 0 THEN -a.amount ELSE a.amount END) AS moved
+    FROM {allocation} a JOIN {ledger} e ON e.id = a.entry_id
+    GROUP BY a.grant_id
+) m ON m.grant_id = g.id
+WHERE g.remaining <> g.amount + COALESCE(m.moved, 0)
+""",
+    # Nothing is drawn from a grant at or after its expiry, but by the expiry itself.
+    "expired": """
+SELECT g.profile_id, 'entry ' || e.id || ' (' || e.kind || ') drew ' || a.amount || ' from grant ' || g.id
+    || ' after it expired'
+FROM {allocation} a
+JOIN {grant} g ON g.id = a.grant_id
+JOIN {ledger} e ON e.id = a.entry_id
+WHERE e.delta < 0 AND e.kind <> 'expiry' AND g.expires_at IS NOT NULL AND e.created_at >= g.expires_at
+""",
+    # The next-expiry hint is never later than an open grant's expiry (else expired credits
+    # would look spendable until a sweep).
+    "hint": """
+SELECT p.id, 'next expiry hint ' || COALESCE(CAST(p.next_expiry AS TEXT), 'none')
+    || ' is later than an open grant''s expiry ' || CAST(g.soonest AS TEXT)
+FROM {profile} p
+JOIN (
+    SELECT profile_id, MIN(expires_at) AS soonest FROM {grant}
+    WHERE remaining > 0 AND expires_at IS NOT NULL GROUP BY profile_id
+) g ON g.profile_id = p.id
+WHERE p.next_expiry IS NULL OR p.next_expiry > g.soonest
+""",
+}
+
+
+def grant_problems(using: str | None = None) -> list[GrantProblem]:
+    """Every way the grants disagree with the ledger, set-based (one pass per check), ordered by
+    profile; none when the books are sound."""
+    tables = {
+        "profile": Profile._meta.db_table,
+        "ledger": LedgerEntry._meta.db_table,
+        "grant": CreditGrant._meta.db_table,
+        "allocation": GrantAllocation._meta.db_table,
+        "since": _GRANTS_SINCE.strip(),
+    }
+    found = []
+    with connections[using or router.db_for_read(LedgerEntry)].cursor() as cursor:
+        for sql in _GRANT_SQL.values():
+            cursor.execute(sql.format(**tables))
+            found += [GrantProblem(*row) for row in cursor.fetchall()]
+    return sorted(found)

@@ -1,31 +1,53 @@
-"""The ledger's public operations: add, spend, adjust, claw back, read a balance.
+"""The ledger's public operations: add, grant, spend, adjust, claw back, reinstate, expire, and
+read a balance.
 
-Each validates its arguments, then `_apply` writes through the database's writer (postgresql.py
-or portable.py) and turns what the database said (no row updated, a unique key taken) into the
-answer: the entry, the first entry of a repeated operation, or InsufficientCredits.
+Each validates its arguments, then writes through the database's writer (postgresql.py or
+portable.py) and turns what the database said (no row updated, a unique key taken) into the
+answer: the entry, the first entry of a repeated operation, or InsufficientCredits. Every credit
+opens a grant; every debit draws on grants (grants.py, docs/DESIGN.md "Credit grants").
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from django.db import DataError, IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
-from billing.ledger.portable import write_portable
-from billing.ledger.postgresql import write_postgresql
-from billing.models import MAX_CREDITS_PER_CHANGE, LedgerEntry, Payment, Profile
+from billing.ledger import grants
+from billing.ledger.portable import credit_portable, debit_portable
+from billing.ledger.postgresql import credit_postgresql, debit_postgresql
+from billing.models import MAX_CREDITS_PER_CHANGE, CreditGrant, LedgerEntry, Payment, Profile
 
 Kind = LedgerEntry.Kind
+Category = CreditGrant.Category
 # No single change is bigger than this: a larger number is a typo (or an attack), never a
 # purchase. Packs are limited to it in the model and the database, so every pack can be credited;
 # balances are 64-bit columns, so sums of such changes do not overflow in practice.
 MAX_DELTA = MAX_CREDITS_PER_CHANGE
+# What each kind of credit opens: (grant category, grant source).
+OPENS = {
+    Kind.PURCHASE: (Category.PAID, CreditGrant.Source.PURCHASE),
+    Kind.ADJUSTMENT: (Category.PAID, CreditGrant.Source.ADJUSTMENT),
+    Kind.BONUS: (Category.PROMOTIONAL, CreditGrant.Source.GRANT),
+}
 
 
-def get_balance(user) -> int:
-    """The user's current balance (0 for a user without a profile yet)."""
-    balance = Profile.objects.filter(user_id=user.pk).values_list("credits", flat=True).first()
-    return balance or 0
+def get_balance(user, *, now: datetime | None = None) -> int:
+    """The credits the user can spend now: 0 without a profile, and never credits that have
+    expired, whether or not a sweep has removed them yet."""
+    alias = router.db_for_read(Profile)
+    row = Profile.objects.using(alias).filter(user_id=user.pk).values_list("credits", "next_expiry").first()
+    if row is None:
+        return 0
+    credits, next_expiry = row
+    if next_expiry is None:
+        return credits
+    now = now or timezone.now()
+    if next_expiry > now:
+        return credits
+    return credits - grants.expired_remaining(alias, user_id=user.pk, now=now)
 
 
 def add_credits(
@@ -37,26 +59,70 @@ def add_credits(
     actor=None,
     payment: Payment | None = None,
     idempotency_key: str | None = None,
+    category: str | None = None,
+    expires_at: datetime | None = None,
 ) -> LedgerEntry:
-    """Add `amount` (> 0) credits to the user's balance and record why."""
+    """Add `amount` (> 0) credits, in a new grant, and record why.
+
+    `kind` is purchase (a paid grant), adjustment (a staff correction: paid, never expires) or
+    bonus (a promotional grant unless `category` says otherwise). `expires_at` (None: never)
+    must lie in the future.
+    """
     _check_positive(amount)
-    if kind not in Kind.values or kind == Kind.SPEND:
-        raise ValueError(f"kind must be one of {sorted(set(Kind.values) - {Kind.SPEND})}, got {kind!r}")
-    return _apply(user, amount, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key)
+    if kind not in OPENS:
+        raise ValueError(f"kind must be one of {sorted(OPENS)}, got {kind!r}")
+    default_category, source = OPENS[kind]
+    category = category or default_category
+    if category not in Category.values:
+        raise ValueError(f"category must be one of {Category.values}, got {category!r}")
+    if expires_at is not None and (not isinstance(expires_at, datetime) or timezone.is_naive(expires_at)):
+        raise ValueError(f"expires_at must be a timezone-aware datetime or None, got {expires_at!r}")
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
+        raise ValueError("expires_at must lie in the future: credits that have expired cannot be granted")
+    grant = {"category": category, "source": source, "expires_at": expires_at}
+    return _apply(
+        user, amount, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key,
+        grant=grant, now=now,
+    )  # fmt: skip
+
+
+def grant_credits(
+    user,
+    amount: int,
+    *,
+    reason: str,
+    category: str = Category.PROMOTIONAL,
+    expires_at: datetime | None = None,
+    actor=None,
+    idempotency_key: str | None = None,
+) -> LedgerEntry:
+    """Give `amount` credits (> 0) that were not bought: promotional by default, valid until
+    `expires_at` (None: never). Drawn before paid credits of the same expiry."""
+    return add_credits(
+        user, amount, kind=Kind.BONUS, reason=reason, actor=actor, idempotency_key=idempotency_key,
+        category=category, expires_at=expires_at,
+    )  # fmt: skip
 
 
 def spend_credits(user, amount: int, *, reason: str, idempotency_key: str | None = None) -> LedgerEntry:
-    """Take `amount` (> 0) credits; raises InsufficientCredits, changing nothing, if the balance is short."""
+    """Take `amount` (> 0) credits, from the grants in the drawdown order; raises
+    InsufficientCredits, changing nothing, if the spendable balance is short."""
     _check_positive(amount)
     return _apply(user, -amount, kind=Kind.SPEND, reason=reason, idempotency_key=idempotency_key)
 
 
 def adjust_credits(user, delta: int, *, reason: str, actor, idempotency_key: str | None = None) -> LedgerEntry:
-    """A staff correction by a signed, non-zero `delta`; a reason is required and the actor recorded."""
+    """A staff correction by a signed, non-zero `delta`; a reason is required and the actor
+    recorded. Credits added are paid and never expire; credits removed are drawn like a spend."""
     if not _is_int(delta) or delta == 0 or abs(delta) > MAX_DELTA:
         raise ValueError(f"delta must be a non-zero whole number of at most {MAX_DELTA:,} credits, got {delta!r}")
     if not (reason or "").strip():
         raise ValueError("a reason is required for an adjustment")
+    if delta > 0:
+        return add_credits(
+            user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key
+        )
     return _apply(user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key)
 
 
@@ -65,25 +131,87 @@ def claw_back_credits(
 ) -> tuple[LedgerEntry | None, int]:
     """Remove up to `amount` credits, never below zero. Returns (entry or None, credits not recovered).
 
-    Used for refunds and disputes: credits already spent cannot be taken back, and the shortfall
-    is the caller's to record. Must run inside the caller's transaction when the caller needs the
-    shortfall recorded atomically with the entry.
+    Used for refunds and disputes: credits already spent (or expired) cannot be taken back, and
+    the shortfall is the caller's to record. The payment's own grant is drawn first, then the
+    others in the drawdown order. Must run inside the caller's transaction when the caller needs
+    the shortfall recorded atomically with the entry.
     """
     _check_positive(amount)
     if kind not in (Kind.REFUND, Kind.DISPUTE, Kind.ADJUSTMENT):
         raise ValueError(f"kind must be refund, dispute or adjustment, got {kind!r}")
-    with transaction.atomic():
-        profile = _profile_for_update(user)
+    fields = _fields(-amount, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
+    alias = router.db_for_write(LedgerEntry)
+    with transaction.atomic(using=alias):
+        now = timezone.now()
+        profile = _locked_profile(alias, user)
         if idempotency_key is not None:
             # Under the profile's row lock, so an earlier clawback with this key has committed.
-            done = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+            done = LedgerEntry.objects.using(alias).filter(idempotency_key=idempotency_key).first()
             if done is not None:
                 return done, 0
-        take = min(profile.credits, amount)
+        if profile.next_expiry is not None and profile.next_expiry <= now:
+            grants.expire_locked(alias, profile, now)
+        credits = Profile.objects.using(alias).filter(pk=profile.pk).values_list("credits", flat=True).get()
+        take = min(credits, amount)
         if take == 0:
             return None, amount
-        entry = _apply(user, -take, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
+        own = None
+        if payment is not None:
+            own = CreditGrant.objects.using(alias).filter(payment_id=payment.pk).values_list("pk", flat=True).first()
+        entry = debit_portable(alias, user.pk, {**fields, "delta": -take}, now, first_grant_id=own)
         return entry, amount - take
+
+
+def reinstate_credits(user, amount: int, *, payment: Payment, reason: str, idempotency_key: str) -> LedgerEntry:
+    """Give back `amount` credits a refund or dispute of `payment` took (the refund failed, the
+    dispute was won): into the grants they were taken from, each keeping its expiry (the
+    payment's own grant first). Credits taken before grants existed come back as a new paid grant."""
+    _check_positive(amount)
+    fields = _fields(amount, kind=Kind.REINSTATEMENT, reason=reason, payment=payment, idempotency_key=idempotency_key)
+    alias = router.db_for_write(LedgerEntry)
+    with transaction.atomic(using=alias):
+        now = timezone.now()
+        profile = _locked_profile(alias, user)
+        done = LedgerEntry.objects.using(alias).select_related("profile").filter(idempotency_key=idempotency_key)
+        if done:
+            return _check_same_operation(done[0], user, fields)
+        owed = grants.taken_back(alias, payment.pk)
+        own = CreditGrant.objects.using(alias).filter(payment_id=payment.pk).values_list("pk", flat=True).first()
+        back, left = {}, amount
+        for grant_id in sorted(owed, key=lambda grant_id: (grant_id != own, grant_id)):
+            back[grant_id] = min(owed[grant_id], left)
+            left -= back[grant_id]
+            if left == 0:
+                break
+        entry = credit_portable(
+            alias,
+            user.pk,
+            fields,
+            now,
+            grant={"category": Category.PAID, "source": CreditGrant.Source.ADJUSTMENT, "expires_at": None}
+            if left
+            else None,
+            restore={grant_id: credits for grant_id, credits in back.items() if credits},
+            profile_id=profile.pk,
+        )
+        return entry
+
+
+def expire_credits(now: datetime | None = None) -> int:
+    """Sweep every profile whose credits have expired: one `expiry` entry per expired grant, each
+    written once (a second run, or two at once, find nothing left). Returns the credits expired.
+    Spendable balances never include expired credits either way; this makes the ledger say so."""
+    now = now or timezone.now()
+    alias = router.db_for_write(LedgerEntry)
+    total = 0
+    due = Profile.objects.using(alias).filter(next_expiry__lte=now).values_list("pk", flat=True)
+    for profile_id in list(due.iterator()):
+        with transaction.atomic(using=alias):
+            profile = Profile.objects.using(alias).select_for_update(of=("self",)).select_related("user")
+            profile = profile.filter(pk=profile_id).first()
+            if profile is not None and profile.next_expiry is not None and profile.next_expiry <= now:
+                total += grants.expire_locked(alias, profile, now)
+    return total
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -98,9 +226,35 @@ def _check_positive(amount) -> None:
         raise ValueError(f"amount must be a positive whole number of at most {MAX_DELTA:,} credits, got {amount!r}")
 
 
-def _profile_for_update(user) -> Profile:
-    profile, _ = Profile.objects.select_for_update().get_or_create(user_id=user.pk)
+def _locked_profile(alias: str, user) -> Profile:
+    profile, _ = (
+        Profile.objects.using(alias)
+        .select_for_update(of=("self",))
+        .select_related("user")
+        .get_or_create(user_id=user.pk)
+    )
     return profile
+
+
+def _fields(delta: int, *, kind: str, reason: str, actor=None, payment=None, idempotency_key=None) -> dict:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("a reason is required for every ledger entry")
+    if idempotency_key is not None and not idempotency_key.strip():
+        raise ValueError("an idempotency key, when given, must not be blank")
+    if idempotency_key is not None and len(idempotency_key) > LedgerEntry._meta.get_field("idempotency_key").max_length:
+        raise ValueError("an idempotency key must be at most 255 characters")
+    if "\x00" in reason or "\x00" in (idempotency_key or ""):
+        # PostgreSQL text cannot hold NUL; refuse it everywhere rather than fail on one database.
+        raise ValueError("a reason or idempotency key cannot contain NUL characters")
+    return {
+        "delta": delta,
+        "kind": kind,
+        "reason": reason[:255],
+        "actor_id": actor.pk if actor is not None else None,
+        "payment_id": payment.pk if payment is not None else None,
+        "idempotency_key": idempotency_key,
+    }
 
 
 def _apply(
@@ -112,28 +266,14 @@ def _apply(
     actor=None,
     payment: Payment | None = None,
     idempotency_key: str | None = None,
+    grant: dict | None = None,
+    now: datetime | None = None,
 ) -> LedgerEntry:
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValueError("a reason is required for every ledger entry")
-    if idempotency_key is not None and not idempotency_key.strip():
-        raise ValueError("an idempotency key, when given, must not be blank")
-    if idempotency_key is not None and len(idempotency_key) > LedgerEntry._meta.get_field("idempotency_key").max_length:
-        raise ValueError("an idempotency key must be at most 255 characters")
-    if "\x00" in reason or "\x00" in (idempotency_key or ""):
-        # PostgreSQL text cannot hold NUL; refuse it everywhere rather than fail on one database.
-        raise ValueError("a reason or idempotency key cannot contain NUL characters")
-    fields = {
-        "delta": delta,
-        "kind": kind,
-        "reason": reason[:255],
-        "actor_id": actor.pk if actor is not None else None,
-        "payment_id": payment.pk if payment is not None else None,
-        "idempotency_key": idempotency_key,
-    }
-    for attempt in range(2):
+    fields = _fields(delta, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key)
+    now = now or timezone.now()
+    for _attempt in range(3):
         try:
-            entry = _write(user.pk, fields)
+            entry = _write(user.pk, fields, now, grant)
         except IntegrityError:
             # The only unique keys an insert can collide on are the idempotency key and the
             # one-purchase-per-payment rule: either way the operation already happened.
@@ -146,31 +286,45 @@ def _apply(
             raise ValueError(f"the balance cannot take {delta:+d} more credits: {exc}") from exc
         if entry is not None:
             return entry
-        # No row was updated: the balance is short, the key was used before, or there is no profile.
+        # No row was updated: the balance is short, the key was used before, credits have
+        # expired since the last sweep, or there is no profile yet.
         if idempotency_key is not None or (payment is not None and kind == Kind.PURCHASE):
             existing = _existing_entry(fields)
             if existing is not None:
                 return _check_same_operation(existing, user, fields)
-        if attempt == 0 and not Profile.objects.filter(user_id=user.pk).exists():
+        state = Profile.objects.filter(user_id=user.pk).values_list("pk", "next_expiry").first()
+        if state is None:
             Profile.objects.get_or_create(user_id=user.pk)
             continue
-        raise InsufficientCredits(balance=get_balance(user), requested=-delta)
-    raise AssertionError("unreachable")
+        if delta < 0 and state[1] is not None and state[1] <= now:
+            _sweep(user, now)
+            continue
+        break
+    raise InsufficientCredits(balance=get_balance(user, now=now), requested=-delta)
 
 
-def _write(user_id: int, fields: dict) -> LedgerEntry | None:
-    """Move the balance and append its entry, in one transaction (its own, or a savepoint in the
-    caller's); None when the conditional UPDATE matched no row."""
+def _write(user_id: int, fields: dict, now, grant: dict | None) -> LedgerEntry | None:
+    """Move the balance and its grants and append the entry, in one transaction (its own, or a
+    savepoint in the caller's); None when the conditional UPDATE matched no row."""
     alias = router.db_for_write(LedgerEntry)
     connection = connections[alias]
-    now = timezone.now()
-    if connection.vendor == "postgresql":
-        if connection.get_autocommit() and not connection.in_atomic_block:
-            # One statement in autocommit is one transaction: no BEGIN/COMMIT round trips.
-            return write_postgresql(alias, user_id, fields, now)
-        with transaction.atomic(using=alias):
-            return write_postgresql(alias, user_id, fields, now)
-    return write_portable(alias, user_id, fields, now)
+    if connection.vendor != "postgresql":
+        if fields["delta"] > 0:
+            return credit_portable(alias, user_id, fields, now, grant=grant)
+        return debit_portable(alias, user_id, fields, now)
+    write = credit_postgresql if fields["delta"] > 0 else debit_postgresql
+    args = (alias, user_id, fields, now, grant) if fields["delta"] > 0 else (alias, user_id, fields, now)
+    if connection.get_autocommit() and not connection.in_atomic_block:
+        # One statement in autocommit is one transaction: no BEGIN/COMMIT round trips.
+        return write(*args)
+    with transaction.atomic(using=alias):
+        return write(*args)
+
+
+def _sweep(user, now) -> None:
+    alias = router.db_for_write(LedgerEntry)
+    with transaction.atomic(using=alias):
+        grants.expire_locked(alias, _locked_profile(alias, user), now)
 
 
 def _existing_entry(fields: dict) -> LedgerEntry | None:

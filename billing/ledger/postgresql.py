@@ -1,18 +1,20 @@
-"""The balance write on PostgreSQL: the UPDATE and the INSERT are one statement.
+"""The balance writes on PostgreSQL: each one statement, one round trip.
 
-    WITH u AS (UPDATE billing_profile SET credits = credits + %s
-               WHERE user_id = %s AND credits + %s >= 0 RETURNING id, credits)
-    INSERT INTO billing_ledgerentry (...) SELECT u.id, ..., u.credits FROM u RETURNING id
+- A credit is one statement of data-modifying CTEs: the conditional UPDATE of the balance (and
+  of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
+  Nothing in it reads grants, so nothing can be read from a stale snapshot.
+- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0010): the conditional
+  UPDATE (which takes the profile's row lock), the ledger INSERT, then the draws from the grants
+  in the drawdown order, each read after the lock was won.
 
-One round trip instead of three (update, read back, insert): the balance and its row still change
-atomically, and the UPDATE's row lock still serialises writers to one profile. Called outside any
-transaction (autocommit), that statement is sent alone, without BEGIN/COMMIT: a single statement
-is its own transaction in PostgreSQL, all or nothing (a failed INSERT undoes its UPDATE), committed
-before it returns. That saves two more round trips and, on a hot profile, releases the row lock
-as soon as the statement commits instead of a round trip later. Inside a caller's transaction it
-runs under a savepoint, so a lost idempotency race leaves the caller's transaction usable. The
-statement is prepared once per connection (BILLING_LEDGER_PREPARED_STATEMENTS), so PostgreSQL
-does not parse and plan the CTE on every call. docs/BENCHMARKS.md has the figures.
+The balance and its rows change atomically, and the UPDATE's row lock serialises writers to one
+profile. Called outside any transaction (autocommit), the statement is sent alone, without
+BEGIN/COMMIT: a single statement is its own transaction in PostgreSQL, all or nothing (a failed
+INSERT undoes its UPDATE), committed before it returns, which also releases a hot profile's row
+lock a round trip sooner. Inside a caller's transaction it runs under a savepoint, so a lost
+idempotency race leaves the caller's transaction usable. Each statement is prepared once per
+connection (BILLING_LEDGER_PREPARED_STATEMENTS), so PostgreSQL does not parse and plan it on every
+call. docs/BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations
@@ -22,41 +24,78 @@ import functools
 from django.db import connections
 
 from billing.conf import app_settings
-from billing.models import LedgerEntry, Profile
+from billing.models import CreditGrant, LedgerEntry, Profile
 
-_PG_SQL = """
+_CREDIT_SQL = """
 WITH u AS (
-    UPDATE {profile} SET credits = credits + %(delta)s
-    WHERE user_id = %(user_id)s AND credits + %(delta)s >= 0
+    UPDATE {profile} SET credits = credits + %(delta)s,
+        next_expiry = LEAST(next_expiry, %(expires_at)s::timestamptz)
+    WHERE user_id = %(user_id)s
     RETURNING id, credits
+), e AS (
+    INSERT INTO {ledger}
+        (profile_id, delta, balance_after, kind, reason, actor_id, payment_id, idempotency_key, created_at)
+    SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(actor_id)s, %(payment_id)s, %(idempotency_key)s, %(now)s
+    FROM u
+    RETURNING id, profile_id, balance_after
+), g AS (
+    INSERT INTO {grant} (profile_id, category, source, amount, remaining, expires_at, payment_id, entry_id, created_at)
+    SELECT e.profile_id, %(category)s, %(source)s, %(delta)s, %(delta)s, %(expires_at)s::timestamptz,
+        %(grant_payment_id)s, e.id, %(now)s
+    FROM e
 )
-INSERT INTO {ledger} (profile_id, delta, balance_after, kind, reason, actor_id, payment_id, idempotency_key, created_at)
-SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(actor_id)s, %(payment_id)s, %(idempotency_key)s, %(now)s
-FROM u
-RETURNING id, profile_id, balance_after
+SELECT id, profile_id, balance_after FROM e
+"""
+
+# billing_spend is installed by migration 0010 (its docstring has the steps).
+_DEBIT_SQL = """
+SELECT entry_id, profile_id, balance_after FROM billing_spend(
+    %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
+    %(payment_id)s::bigint, %(idempotency_key)s::text, %(now)s::timestamptz
+)
 """
 
 
 @functools.cache
-def _pg_sql() -> str:
-    return _PG_SQL.format(profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table)
+def _credit_sql() -> str:
+    return _CREDIT_SQL.format(
+        profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table, grant=CreditGrant._meta.db_table
+    )
 
 
 _PREPARE_ONLY_ON_REQUEST = 2**31 - 1
 
 
-def write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
-    """Move the balance by `fields["delta"]` and append its entry in one statement; None when the
-    conditional UPDATE matched no row. The caller supplies the transaction (autocommit or atomic)."""
+def credit_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict) -> LedgerEntry | None:
+    """Add `fields["delta"]` credits in a new grant and append the entry, in one statement (the
+    grant and the profile's next-expiry hint with them); None when there is no profile."""
+    params = {
+        **fields,
+        **grant,
+        "user_id": user_id,
+        "now": now,
+        "grant_payment_id": fields["payment_id"] if grant["source"] == CreditGrant.Source.PURCHASE else None,
+    }
+    return _entry(alias, fields, now, _execute(alias, _credit_sql(), params))
+
+
+def debit_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
+    """Take `-fields["delta"]` credits, draw them from the grants, append the entry: one call of
+    billing_spend. None when the balance is short, credits expired since the last sweep, or
+    there is no profile (nothing changed)."""
+    params = {**fields, "user_id": user_id, "amount": -fields["delta"], "now": now}
+    return _entry(alias, fields, now, _execute(alias, _DEBIT_SQL, params))
+
+
+def _execute(alias: str, sql: str, params: dict):
     connection = connections[alias]
-    params = {**fields, "user_id": user_id, "now": now}
     if app_settings.BILLING_LEDGER_PREPARED_STATEMENTS and not connection.queries_logged:
-        # A server-side prepared statement: PostgreSQL parses and plans the CTE once per
-        # connection instead of on every call, the largest cost left once the round trips are
-        # gone (docs/BENCHMARKS.md). Django's cursor binds parameters client-side and cannot
-        # prepare, so this one statement goes through psycopg directly, inside Django's error
-        # translation (an IntegrityError stays django.db.IntegrityError). When queries are being
-        # logged (DEBUG, assertNumQueries) it takes Django's cursor so the log stays complete.
+        # A server-side prepared statement: PostgreSQL parses and plans it once per connection
+        # instead of on every call, the largest cost left once the round trips are gone
+        # (docs/BENCHMARKS.md). Django's cursor binds parameters client-side and cannot prepare,
+        # so this one statement goes through psycopg directly, inside Django's error translation
+        # (an IntegrityError stays django.db.IntegrityError). When queries are being logged
+        # (DEBUG, assertNumQueries) it takes Django's cursor so the log stays complete.
         from psycopg import Cursor  # the PostgreSQL backend's driver (Django 5.2: psycopg 3)
 
         connection.ensure_connection()
@@ -67,13 +106,15 @@ def write_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry
             # prepare, so a threshold nothing reaches enables exactly the statements that ask.
             raw.prepare_threshold = _PREPARE_ONLY_ON_REQUEST
         with connection.wrap_database_errors, Cursor(raw) as cursor:
-            cursor.execute(_pg_sql(), params, prepare=True)
-            row = cursor.fetchone()
-    else:
-        with connection.cursor() as cursor:
-            cursor.execute(_pg_sql(), params)
-            row = cursor.fetchone()
-    if row is None:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _entry(alias: str, fields: dict, now, row) -> LedgerEntry | None:
+    if row is None or row[0] is None:
         return None
     entry_id, profile_id, balance_after = row
     # The stored row, built as a query would load it (from_db takes every column in order, and

@@ -1,0 +1,147 @@
+"""Credit grants: which lot each credit belongs to, the drawdown order, and expiry.
+
+Every credit a profile holds belongs to one `CreditGrant`; a debit draws from the open grants in
+the drawdown order and records each draw as a `GrantAllocation` (docs/DESIGN.md, "Credit grants").
+Everything here runs inside a transaction that already holds the profile's row lock (or, on
+SQLite, the database's write lock): every writer of a profile's grants takes that lock first,
+so grants need no locks of their own and are never read stale.
+
+Expired credits are never spendable, swept or not. `Profile.next_expiry` is a hint no open grant
+expires before: while it lies in the future (or is null) nothing has expired and readers and
+spenders skip the grants entirely; once it has passed, the balance a user sees subtracts what
+has expired (`expired_remaining`), and the next debit of that profile sweeps it first
+(`expire_locked`), writing one `expiry` entry per expired grant.
+"""
+
+from __future__ import annotations
+
+from django.db.models import F, Min, Q, Sum
+
+from billing import signals
+from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
+
+# The drawdown order, the one definition (the PostgreSQL function billing_spend, installed by
+# migration 0010, spells the same order in SQL; tests/test_grants.py holds the two together):
+# soonest expiry first, never-expiring last; then promotional before paid ("promotional" sorts
+# after "paid", so descending); then the oldest grant first.
+DRAWDOWN_ORDER = (F("expires_at").asc(nulls_last=True), F("category").desc(), F("created_at").asc(), F("id").asc())
+
+
+def open_grants(alias: str, profile_id: int, now):
+    """The profile's grants that still hold credits and have not expired, in the drawdown order."""
+    return (
+        CreditGrant.objects.using(alias)
+        .filter(profile_id=profile_id, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(*DRAWDOWN_ORDER)
+    )
+
+
+def draw(alias: str, profile_id: int, entry: LedgerEntry, amount: int, now, *, first_grant_id: int | None = None):
+    """Take `amount` credits from the profile's open grants for the debit `entry`: the grant
+    `first_grant_id` first when given (a refund takes from the payment's own grant), then the
+    drawdown order. The balance has already been taken down by `amount`."""
+    rows = list(open_grants(alias, profile_id, now).values_list("id", "remaining"))
+    if first_grant_id is not None:
+        rows.sort(key=lambda row: row[0] != first_grant_id)  # stable: the rest keep their order
+    left, allocations = amount, []
+    for grant_id, remaining in rows:
+        take = min(remaining, left)
+        CreditGrant.objects.using(alias).filter(pk=grant_id).update(remaining=F("remaining") - take)
+        allocations.append(GrantAllocation(entry=entry, grant_id=grant_id, amount=take))
+        left -= take
+        if left == 0:
+            break
+    if left:
+        # The balance said the credits were there and the grants do not hold them: the books
+        # disagree (audit_credits names how). Refuse rather than write a debit nothing covers.
+        raise GrantsOutOfStep(f"the grants of profile {profile_id} hold {left} credits less than its balance")
+    GrantAllocation.objects.using(alias).bulk_create(allocations)
+
+
+def restore(alias: str, entry: LedgerEntry, amounts: dict[int, int]) -> None:
+    """Put `amounts` (grant id -> credits) back into those grants for the reinstatement `entry`."""
+    for grant_id, amount in amounts.items():
+        CreditGrant.objects.using(alias).filter(pk=grant_id).update(remaining=F("remaining") + amount)
+    GrantAllocation.objects.using(alias).bulk_create(
+        GrantAllocation(entry=entry, grant_id=grant_id, amount=amount) for grant_id, amount in amounts.items()
+    )
+
+
+def taken_back(alias: str, payment_id: int) -> dict[int, int]:
+    """What the payment's clawbacks took from each grant, less what its reinstatements gave back."""
+    net: dict[int, int] = {}
+    rows = (
+        GrantAllocation.objects.using(alias)
+        .filter(entry__payment_id=payment_id, entry__kind__in=CLAWBACK_KINDS + (LedgerEntry.Kind.REINSTATEMENT,))
+        .values_list("grant_id", "entry__kind")
+        .annotate(total=Sum("amount"))
+    )
+    for grant_id, kind, total in rows:
+        net[grant_id] = net.get(grant_id, 0) + (-total if kind == LedgerEntry.Kind.REINSTATEMENT else total)
+    return {grant_id: amount for grant_id, amount in net.items() if amount > 0}
+
+
+CLAWBACK_KINDS = (LedgerEntry.Kind.REFUND, LedgerEntry.Kind.DISPUTE)
+
+
+def expired_remaining(alias: str, *, user_id: int, now) -> int:
+    """Credits of the user's grants that have expired and not been swept yet."""
+    total = (
+        CreditGrant.objects.using(alias)
+        .filter(profile__user_id=user_id, remaining__gt=0, expires_at__lte=now)
+        .aggregate(total=Sum("remaining"))["total"]
+    )
+    return total or 0
+
+
+def expire_locked(alias: str, profile: Profile, now) -> int:
+    """Sweep the profile's expired grants (its row is locked by the caller): one `expiry` entry
+    per grant, its credits out of the balance, and the next expiry hint recomputed. Returns the
+    credits expired (0 when nothing had). Running it again changes nothing: the grants are empty."""
+    expired = list(
+        CreditGrant.objects.using(alias)
+        .filter(profile_id=profile.pk, remaining__gt=0, expires_at__lte=now)
+        .order_by("expires_at", "id")
+    )
+    balance = Profile.objects.using(alias).filter(pk=profile.pk).values_list("credits", flat=True).get()
+    total = 0
+    for grant in expired:
+        balance -= grant.remaining
+        total += grant.remaining
+        entry = LedgerEntry.objects.using(alias).create(
+            profile_id=profile.pk,
+            delta=-grant.remaining,
+            balance_after=balance,
+            kind=LedgerEntry.Kind.EXPIRY,
+            reason=f"{grant.remaining} {grant.get_category_display().lower()} credits expired",
+            created_at=now,
+        )
+        GrantAllocation.objects.using(alias).create(entry=entry, grant=grant, amount=grant.remaining)
+        signals.send_after_commit(
+            signals.credits_expired,
+            sender=Profile,
+            using=alias,
+            user=profile.user,
+            credits=grant.remaining,
+            entry=entry,
+            grant=grant,
+        )
+    if expired:
+        CreditGrant.objects.using(alias).filter(pk__in=[grant.pk for grant in expired]).update(remaining=0)
+    Profile.objects.using(alias).filter(pk=profile.pk).update(
+        credits=F("credits") - total, next_expiry=_next_expiry(alias, profile.pk)
+    )
+    return total
+
+
+def _next_expiry(alias: str, profile_id: int):
+    return (
+        CreditGrant.objects.using(alias)
+        .filter(profile_id=profile_id, remaining__gt=0, expires_at__isnull=False)
+        .aggregate(soonest=Min("expires_at"))["soonest"]
+    )
+
+
+class GrantsOutOfStep(RuntimeError):
+    """A profile's grants do not cover its balance: the books were changed outside the ledger."""
