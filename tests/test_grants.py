@@ -352,3 +352,19 @@ def test_the_billing_page_never_shows_expired_credits(user, client):
     response = client.get("/billing/")
     assert response.status_code == HTTPStatus.OK
     assert response.context["balance"] == 0
+
+
+def test_a_purchase_is_valid_for_the_days_its_pack_promised_when_bought(user):
+    from billing import fulfilment
+
+    pack = CreditPack.objects.create(slug="yearly", name="Yearly", credits=10, amount=900, validity_days=365)
+    payment = Payment.objects.create(
+        user=user, pack=pack, credits=10, amount=900, currency="usd", validity_days=pack.validity_days
+    )
+    CreditPack.objects.filter(pk=pack.pk).update(validity_days=1)  # a later edit of the pack changes nothing
+    before = timezone.now()
+    fulfilment.fulfil_payment(payment, intent_id="pi_yearly", amount=900, currency="usd", source="test")
+    bought = CreditGrant.objects.get(payment=payment)
+    assert (bought.category, bought.amount) == (PAID, 10)
+    assert before + timedelta(days=365) <= bought.expires_at <= timezone.now() + timedelta(days=365)
+    assert_books_sound()
