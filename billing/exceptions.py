@@ -8,6 +8,7 @@ table (`billing.http.ERROR_STATUS`).
     BillingError
     ├── InsufficientCredits        the balance is short (402)
     ├── IdempotencyKeyReused       a key sent again with another operation (422 where a view maps it)
+    ├── HoldEnded                  a capture of a hold that was released
     ├── BadRequest                 a request body that is not a small JSON object (400)
     ├── InvalidCharge              what the client asked to buy cannot be charged (400)
     ├── PaymentNotFound            not this user's payment (404)
@@ -61,6 +62,12 @@ class IdempotencyKeyReused(BillingError):
     """An idempotency key was sent again with a different operation than the first time."""
 
     default_message = _("This Idempotency-Key was already used for a different request.")
+
+
+class HoldEnded(BillingError):
+    """The hold was released (or otherwise ended) before this capture: nothing was spent."""
+
+    default_message = _("This reservation of credits has already ended.")
 
 
 class BadRequest(BillingError):

@@ -38,6 +38,10 @@ class Profile(models.Model):
     # the true next expiry (the grant was used up since): only a hint that lets reads skip the
     # grants until something could have expired. Written by billing.ledger only.
     next_expiry = models.DateTimeField(null=True, blank=True, editable=False)
+    # Credits reserved by active holds: what can be spent now is credits - held. Expired holds
+    # count until swept; `next_hold_expiry` (no active hold expires before it) says when to sweep.
+    held = models.BigIntegerField(default=0, editable=False)
+    next_hold_expiry = models.DateTimeField(null=True, blank=True, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -47,7 +51,8 @@ class Profile(models.Model):
                 condition=Q(credits__gte=0),
                 name="billing_profile_credits_gte_0",
                 violation_error_message="A balance cannot go below zero credits.",
-            )
+            ),
+            models.CheckConstraint(condition=Q(held__gte=0), name="billing_profile_held_gte_0"),
         ]
         permissions = [("adjust_credits", "Can adjust a user's credits")]
 
@@ -231,6 +236,7 @@ class LedgerEntry(models.Model):
         BONUS = "grant", _("Bonus credits")
         REINSTATEMENT = "reinstatement"
         EXPIRY = "expiry"
+        CAPTURE = "capture"  # what a hold really used (billing.ledger holds)
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
     delta = models.BigIntegerField()
@@ -350,6 +356,51 @@ class GrantAllocation(models.Model):
 
     def __str__(self):
         return f"{self.amount} of grant {self.grant_id} by entry {self.entry_id}"
+
+
+class Hold(models.Model):
+    """Credits reserved for an action whose cost is known only afterwards. While active its
+    amount counts in `Profile.held`, so nothing else can spend it; it ends once: captured (what
+    was used became a `capture` ledger entry, the rest freed), released, or expired. Only
+    billing.ledger writes holds."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        CAPTURED = "captured", _("Captured")
+        RELEASED = "released", _("Released")
+        EXPIRED = "expired", _("Expired")
+
+    profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="holds")
+    amount = models.BigIntegerField()
+    captured = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    reason = models.CharField(max_length=255)
+    expires_at = models.DateTimeField()
+    idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    # The capture's ledger entry (none when nothing was used, or the hold never was captured).
+    entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="hold")
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["profile", "expires_at"], condition=Q(status="active"), name="billing_hold_active"),
+            models.Index(fields=["expires_at"], condition=Q(status="active"), name="billing_hold_active_expiry"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="billing_hold_amount_gt_0"),
+            models.CheckConstraint(
+                condition=Q(captured__gte=0) & Q(captured__lte=models.F("amount")),
+                name="billing_hold_captured_in_amount",
+            ),
+            # Only a captured hold has used anything.
+            models.CheckConstraint(condition=Q(status="captured") | Q(captured=0), name="billing_hold_captured_only"),
+        ]
+        permissions = [("release_hold", "Can release a user's hold on credits")]
+
+    def __str__(self):
+        return f"hold of {self.amount} ({self.status})"
 
 
 class StripeEvent(models.Model):

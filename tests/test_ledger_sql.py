@@ -21,12 +21,18 @@ def function_source(name: str) -> str:
     return rows[0]
 
 
-def test_billing_spend_exists_after_all_migrations():
+def test_the_ledger_functions_exist_after_all_migrations():
     arguments, source = function_source("billing_spend")
     assert arguments == (
         "p_user_id bigint, p_amount bigint, p_kind text, p_reason text, p_actor_id bigint, "
         "p_payment_id bigint, p_key text, p_now timestamp with time zone"
     )
+    assert "credits - held >= p_amount" in source and "billing_draw(" in source
+    arguments, source = function_source("billing_capture")
+    assert arguments == "p_hold_id bigint, p_amount bigint, p_reason text, p_key text, p_now timestamp with time zone"
+    assert "FOR UPDATE" in source and "billing_draw(" in source
+    arguments, source = function_source("billing_draw")
+    assert arguments == "p_profile bigint, p_entry bigint, p_amount bigint"
     # The drawdown order it spells in SQL is the one grants.DRAWDOWN_ORDER defines.
     assert "ORDER BY expires_at ASC NULLS LAST, category DESC, created_at, id" in source
     assert [str(term) for term in grants.DRAWDOWN_ORDER] == [

@@ -13,11 +13,13 @@ returned.
 
 - `operations.py`: the public operations below, their validation and the retry loop;
 - `grants.py`: credit grants, the drawdown order and expiry (docs/DESIGN.md, "Credit grants");
+- `holds.py`: reserving credits now and capturing what was used later (docs/DESIGN.md, "Holds");
 - `postgresql.py`: the writes on PostgreSQL, one prepared statement each (docs/DESIGN.md);
 - `portable.py`: the same writes through the ORM on any other database (SQLite);
 - `invariants.py`: the invariant as one set-based query, for audit_credits, tests and reliability/.
 """
 
+from billing.ledger.holds import capture_hold, hold_credits, release_hold
 from billing.ledger.operations import (
     MAX_DELTA,
     add_credits,
@@ -34,10 +36,13 @@ __all__ = [
     "MAX_DELTA",
     "add_credits",
     "adjust_credits",
+    "capture_hold",
     "claw_back_credits",
     "expire_credits",
     "get_balance",
     "grant_credits",
+    "hold_credits",
     "reinstate_credits",
+    "release_hold",
     "spend_credits",
 ]

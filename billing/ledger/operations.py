@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
-from billing.ledger import grants
+from billing.ledger import grants, holds
 from billing.ledger.portable import credit_portable, debit_portable
 from billing.ledger.postgresql import credit_postgresql, debit_postgresql
 from billing.models import MAX_CREDITS_PER_CHANGE, CreditGrant, LedgerEntry, Payment, Profile
@@ -35,19 +36,9 @@ OPENS = {
 
 
 def get_balance(user, *, now: datetime | None = None) -> int:
-    """The credits the user can spend now: 0 without a profile, and never credits that have
-    expired, whether or not a sweep has removed them yet."""
-    alias = router.db_for_read(Profile)
-    row = Profile.objects.using(alias).filter(user_id=user.pk).values_list("credits", "next_expiry").first()
-    if row is None:
-        return 0
-    credits, next_expiry = row
-    if next_expiry is None:
-        return credits
-    now = now or timezone.now()
-    if next_expiry > now:
-        return credits
-    return credits - grants.expired_remaining(alias, user_id=user.pk, now=now)
+    """The credits the user can spend now: 0 without a profile, never credits that have expired
+    (whether or not a sweep has removed them yet), and never credits that active holds reserve."""
+    return holds.available(user, now=now)
 
 
 def add_credits(
@@ -158,7 +149,7 @@ def claw_back_credits(
         own = None
         if payment is not None:
             own = CreditGrant.objects.using(alias).filter(payment_id=payment.pk).values_list("pk", flat=True).first()
-        entry = debit_portable(alias, user.pk, {**fields, "delta": -take}, now, first_grant_id=own)
+        entry = debit_portable(alias, user.pk, {**fields, "delta": -take}, now, first_grant_id=own, ignore_holds=True)
         return entry, amount - take
 
 
@@ -198,19 +189,24 @@ def reinstate_credits(user, amount: int, *, payment: Payment, reason: str, idemp
 
 
 def expire_credits(now: datetime | None = None) -> int:
-    """Sweep every profile whose credits have expired: one `expiry` entry per expired grant, each
-    written once (a second run, or two at once, find nothing left). Returns the credits expired.
-    Spendable balances never include expired credits either way; this makes the ledger say so."""
+    """Sweep every profile whose credits or holds have expired: one `expiry` entry per expired
+    grant, each written once (a second run, or two at once, find nothing left), and expired
+    holds marked so. Returns the credits expired. Spendable balances never include expired
+    credits or expired holds either way; this makes the books say so."""
     now = now or timezone.now()
     alias = router.db_for_write(LedgerEntry)
     total = 0
-    due = Profile.objects.using(alias).filter(next_expiry__lte=now).values_list("pk", flat=True)
-    for profile_id in list(due.iterator()):
+    due = Profile.objects.using(alias).filter(Q(next_expiry__lte=now) | Q(next_hold_expiry__lte=now))
+    for profile_id in list(due.values_list("pk", flat=True).iterator()):
         with transaction.atomic(using=alias):
             profile = Profile.objects.using(alias).select_for_update(of=("self",)).select_related("user")
             profile = profile.filter(pk=profile_id).first()
-            if profile is not None and profile.next_expiry is not None and profile.next_expiry <= now:
+            if profile is None:
+                continue
+            if profile.next_expiry is not None and profile.next_expiry <= now:
                 total += grants.expire_locked(alias, profile, now)
+            if profile.next_hold_expiry is not None and profile.next_hold_expiry <= now:
+                holds.expire_holds_locked(alias, profile.pk, now)
     return total
 
 
@@ -292,14 +288,14 @@ def _apply(
             existing = _existing_entry(fields)
             if existing is not None:
                 return _check_same_operation(existing, user, fields)
-        state = Profile.objects.filter(user_id=user.pk).values_list("pk", "next_expiry").first()
-        if state is None:
-            Profile.objects.get_or_create(user_id=user.pk)
-            continue
-        if delta < 0 and state[1] is not None and state[1] <= now:
-            _sweep(user, now)
-            continue
-        break
+        if delta > 0:
+            if not Profile.objects.filter(user_id=user.pk).exists():
+                Profile.objects.get_or_create(user_id=user.pk)
+                continue
+            break
+        # A debit may find its way blocked by what has lapsed: expired grants, expired holds.
+        if not holds.sweep_lapsed(router.db_for_write(LedgerEntry), user, now):
+            break
     raise InsufficientCredits(balance=get_balance(user, now=now), requested=-delta)
 
 
@@ -319,12 +315,6 @@ def _write(user_id: int, fields: dict, now, grant: dict | None) -> LedgerEntry |
         return write(*args)
     with transaction.atomic(using=alias):
         return write(*args)
-
-
-def _sweep(user, now) -> None:
-    alias = router.db_for_write(LedgerEntry)
-    with transaction.atomic(using=alias):
-        grants.expire_locked(alias, _locked_profile(alias, user), now)
 
 
 def _existing_entry(fields: dict) -> LedgerEntry | None:

@@ -76,14 +76,17 @@ def credit_portable(
         return entry
 
 
-def debit_portable(alias: str, user_id: int, fields: dict, now, *, first_grant_id: int | None = None):
-    """Take `-fields["delta"]` credits and draw them from the grants; None when the balance is
-    short, credits expired since the last sweep, or there is no profile (nothing changed)."""
+def debit_portable(
+    alias: str, user_id: int, fields: dict, now, *, first_grant_id: int | None = None, ignore_holds: bool = False
+):
+    """Take `-fields["delta"]` credits and draw them from the grants; None when the available
+    balance (credits not reserved by holds, unless `ignore_holds`: a clawback takes what is
+    there) is short, credits expired since the last sweep, or there is no profile."""
     amount = -fields["delta"]
     with transaction.atomic(using=alias):
         profiles = Profile.objects.using(alias).filter(user_id=user_id)
         updated = (
-            profiles.filter(credits__gte=amount)
+            profiles.filter(credits__gte=amount if ignore_holds else F("held") + amount)
             .filter(Q(next_expiry__isnull=True) | Q(next_expiry__gt=now))
             .update(credits=F("credits") - amount)
         )

@@ -24,7 +24,7 @@ import functools
 from django.db import connections
 
 from billing.conf import app_settings
-from billing.models import CreditGrant, LedgerEntry, Profile
+from billing.models import CreditGrant, Hold, LedgerEntry, Profile
 
 _CREDIT_SQL = """
 WITH u AS (
@@ -56,6 +56,33 @@ SELECT entry_id, profile_id, balance_after FROM billing_spend(
 """
 
 
+_HOLD_SQL = """
+WITH u AS (
+    UPDATE {profile} SET held = held + %(amount)s,
+        next_hold_expiry = LEAST(next_hold_expiry, %(expires_at)s::timestamptz)
+    WHERE user_id = %(user_id)s AND credits - held >= %(amount)s
+        AND (next_expiry IS NULL OR next_expiry > %(now)s::timestamptz)
+    RETURNING id
+)
+INSERT INTO {hold} (profile_id, amount, captured, status, reason, expires_at, idempotency_key, created_at)
+SELECT u.id, %(amount)s, 0, 'active', %(reason)s, %(expires_at)s::timestamptz, %(idempotency_key)s, %(now)s
+FROM u
+RETURNING id, profile_id
+"""
+
+# billing_capture is installed by migration 0015 (its docstring has the steps).
+_CAPTURE_SQL = """
+SELECT entry_id, profile_id, balance_after FROM billing_capture(
+    %(hold_id)s::bigint, %(amount)s::bigint, %(reason)s::text, %(idempotency_key)s::text, %(now)s::timestamptz
+)
+"""
+
+
+@functools.cache
+def _hold_sql() -> str:
+    return _HOLD_SQL.format(profile=Profile._meta.db_table, hold=Hold._meta.db_table)
+
+
 @functools.cache
 def _credit_sql() -> str:
     return _CREDIT_SQL.format(
@@ -85,6 +112,49 @@ def debit_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry
     there is no profile (nothing changed)."""
     params = {**fields, "user_id": user_id, "amount": -fields["delta"], "now": now}
     return _entry(alias, fields, now, _execute(alias, _DEBIT_SQL, params))
+
+
+def hold_postgresql(alias: str, user_id: int, fields: dict):
+    """Reserve `fields["amount"]` credits and record the hold in one statement; None when fewer
+    are available, credits expired since the last sweep, or there is no profile."""
+    row = _execute(alias, _hold_sql(), {**fields, "user_id": user_id})
+    if row is None:
+        return None
+    hold_id, profile_id = row
+    values = {
+        "id": hold_id,
+        "profile_id": profile_id,
+        "amount": fields["amount"],
+        "captured": 0,
+        "status": Hold.Status.ACTIVE,
+        "reason": fields["reason"],
+        "expires_at": fields["expires_at"],
+        "idempotency_key": fields["idempotency_key"],
+        "entry_id": None,
+        "created_at": fields["now"],
+        "ended_at": None,
+    }
+    return Hold.from_db(alias, None, [values[f.attname] for f in Hold._meta.concrete_fields])
+
+
+def capture_postgresql(alias: str, hold_id: int, amount: int, reason: str, key: str, now):
+    """Settle an active, unexpired hold in one call of billing_capture: (the capture entry or
+    None when nothing was used,) or None when the hold needs the slow path."""
+    params = {"hold_id": hold_id, "amount": amount, "reason": reason, "idempotency_key": key, "now": now}
+    row = _execute(alias, _CAPTURE_SQL, params)
+    if row is None:
+        return None
+    if row[0] is None:
+        return (None,)
+    fields = {
+        "delta": -amount,
+        "kind": LedgerEntry.Kind.CAPTURE,
+        "reason": reason,
+        "actor_id": None,
+        "payment_id": None,
+        "idempotency_key": key,
+    }
+    return (_entry(alias, fields, now, row),)
 
 
 def _execute(alias: str, sql: str, params: dict):
