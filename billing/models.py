@@ -453,10 +453,12 @@ class RateLimitCounter(models.Model):
 
 
 class IdempotentRequest(models.Model):
-    """The first response to a paid request sent with an `Idempotency-Key` header, kept so a
-    repeat of the request is answered with it instead of running the paid action again
-    (`@credits_required`). One row per (user, key), written in the same transaction as the spend
-    and the view's own writes: it exists exactly when the paid action happened."""
+    """A paid request sent with an `Idempotency-Key` header (`@credits_required`,
+    `@metered_view`): claimed before the view runs, with the hold that reserves its credits, and
+    completed with the first response in the same transaction as the capture, so a repeat is
+    answered with that response instead of running the paid action again. One row per (user,
+    key). While `status_code` is null the first request is still running (a repeat waits); a
+    claim whose hold ended without a capture belonged to a request that died, and is taken over."""
 
     user = models.ForeignKey(app_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
@@ -466,6 +468,7 @@ class IdempotentRequest(models.Model):
     content_type = models.CharField(max_length=255, blank=True, default="")
     location = models.CharField(max_length=2000, blank=True, default="")
     body = models.BinaryField(null=True)  # null: the response could not be kept (streamed or too large)
+    hold = models.ForeignKey(Hold, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -19,7 +19,7 @@ def test_paid_action_spends_one_credit(signed_in_client, user):
     assert response.status_code == HTTPStatus.OK
     assert b"Your fortune:" in response.content
     assert ledger.get_balance(user) == 1
-    assert LedgerEntry.objects.filter(kind="spend", reason="Fortune told").count() == 1
+    assert LedgerEntry.objects.filter(kind="capture", reason="Fortune told").count() == 1
 
 
 def test_paid_action_page_get_costs_nothing(signed_in_client, user):
@@ -65,7 +65,7 @@ def test_failed_view_rolls_back_the_spend(user):
     with pytest.raises(RuntimeError):
         raising(request)
     assert ledger.get_balance(user) == 3
-    assert not LedgerEntry.objects.filter(kind="spend").exists()
+    assert not LedgerEntry.objects.filter(kind="capture").exists()
 
 
 def test_idempotency_key_header_spends_once(user):
@@ -113,7 +113,7 @@ def test_a_replayed_key_answers_the_first_response_without_running_the_view_agai
     assert ledger.get_balance(user) == 0
     assert {(a.status_code, a.content) for a in answers} == {(HTTPStatus.CREATED, b'{"run": 1}')}
     assert [a.get("Idempotent-Replayed") for a in answers] == [None] + ["true"] * 5
-    assert LedgerEntry.objects.filter(kind="spend").count() == 1
+    assert LedgerEntry.objects.filter(kind="capture").count() == 1
 
 
 def test_a_replayed_paid_page_post_does_not_tell_a_second_fortune(signed_in_client, user):
@@ -121,7 +121,7 @@ def test_a_replayed_paid_page_post_does_not_tell_a_second_fortune(signed_in_clie
     for _ in range(6):
         response = signed_in_client.post("/fortune/", HTTP_IDEMPOTENCY_KEY="fortune-1")
         assert response.status_code == HTTPStatus.FOUND
-    assert LedgerEntry.objects.filter(kind="spend").count() == 1
+    assert LedgerEntry.objects.filter(kind="capture").count() == 1
     assert ledger.get_balance(user) == 0
 
 
@@ -209,7 +209,7 @@ def test_concurrent_replays_in_many_processes_run_the_action_once(user):
     assert {status for status, _ in results} == {HTTPStatus.CREATED}
     assert len({body for _, body in results}) == 1  # every process got the first response
     assert ledger.get_balance(user) == 9
-    assert LedgerEntry.objects.filter(kind="spend").count() == 1
+    assert LedgerEntry.objects.filter(kind="capture").count() == 1
 
 
 @pytest.mark.parametrize("cost", [0, -1, 1.5, True])
