@@ -49,7 +49,10 @@ class Profile(models.Model):
                 violation_error_message="A balance cannot go below zero credits.",
             )
         ]
-        permissions = [("adjust_credits", "Can adjust a user's credits")]
+        permissions = [
+            ("adjust_credits", "Can adjust a user's credits"),
+            ("grant_credits", "Can grant credits (promotional or paid, with an expiry)"),
+        ]
 
     def __str__(self):
         return f"{self.user} ({self.credits} credits)"
