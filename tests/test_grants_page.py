@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from billing import ledger
-from billing.models import CreditPack
+from billing.models import CreditGrant, CreditPack, Profile
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +58,19 @@ def test_expired_credits_are_neither_in_the_balance_nor_listed(signed_in_client,
     assert "expire on" not in html
     assert 'class="kind kind-expiry">Expired<' in html
     assert "3 promotional credits expired" in html  # the entry's reason
+
+
+def test_credits_past_their_expiry_are_left_out_before_any_sweep(signed_in_client, user):
+    ledger.grant_credits(user, 3, reason="welcome", expires_at=timezone.now() + timedelta(days=1))
+    ledger.grant_credits(user, 2, reason="later", expires_at=timezone.now() + timedelta(days=9))
+    past = timezone.now() - timedelta(seconds=1)  # the clock cannot be moved, so the expiry is
+    CreditGrant.objects.filter(entry__reason="welcome").update(expires_at=past)
+    Profile.objects.filter(user=user).update(next_expiry=past)
+    html = page(signed_in_client)
+    assert 'id="balance-value">2<' in html
+    assert "0 paid, 2 promotional" in html
+    assert "2 promotional credits expire on" in html
+    assert "3 promotional" not in html
 
 
 def test_pack_cards_show_their_validity(signed_in_client):
