@@ -1,8 +1,8 @@
 """Hostile input, property-based, on the staff commands' arguments (adjust_credits, grant_credits,
-show_credits, expire_credits, reconcile_payments, audit_credits): any email, number, reason or option a hurried operator (or
-a script gone wrong) could type. Properties: the command either does exactly what was asked or
-stops with a CommandError (a clear message, non-zero exit), never another exception; on an
-error nothing changes; read-only commands never change anything."""
+show_credits, expire_credits, reconcile_payments, audit_credits): any email, number, reason or
+option a hurried operator (or a script gone wrong) could type. Properties: the command either
+does exactly what was asked or stops with a CommandError (a clear message, non-zero exit), never
+another exception; on an error nothing changes; read-only commands never change anything."""
 
 from io import StringIO
 
