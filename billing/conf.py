@@ -104,8 +104,8 @@ app_settings = AppSettings()
 
 # --- BILLING_SIGNUP_GRANT ------------------------------------------------------------------------
 
-# The ledger's largest single change (billing.models.MAX_CREDITS_PER_CHANGE, which imports this
-# module; tests/test_signup_grant.py holds the two equal) and the longest validity staff can give.
+# billing.models.MAX_CREDITS_PER_CHANGE and MAX_VALIDITY_DAYS (models imports this module, so
+# not the other way round; tests/test_signup_grant.py holds them equal).
 MAX_SIGNUP_CREDITS = 1_000_000_000
 MAX_SIGNUP_DAYS = 36_500
 _SIGNUP_GRANT = re.compile(r"(?P<credits>[0-9]{1,12})(?:/(?P<days>[0-9]{1,12})d)?")

@@ -10,14 +10,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import ledger
-from billing.conf import MAX_SIGNUP_CREDITS, SignupGrant, signup_grant
-from billing.models import MAX_CREDITS_PER_CHANGE, CreditGrant, LedgerEntry
+from billing.conf import MAX_SIGNUP_CREDITS, MAX_SIGNUP_DAYS, SignupGrant, signup_grant
+from billing.models import MAX_CREDITS_PER_CHANGE, MAX_VALIDITY_DAYS, CreditGrant, LedgerEntry
 
 pytestmark = pytest.mark.django_db
 
 
-def test_the_limit_is_the_ledgers():
+def test_the_limits_are_the_ledgers():
     assert MAX_SIGNUP_CREDITS == MAX_CREDITS_PER_CHANGE
+    assert MAX_SIGNUP_DAYS == MAX_VALIDITY_DAYS
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.ledger import MAX_DELTA
-from billing.models import CreditGrant, CreditPack
-
-# Credits valid for longer than this are a typo; the ledger's datetimes end at year 9999.
-MAX_VALIDITY_DAYS = 36_500
+from billing.models import MAX_VALIDITY_DAYS, CreditGrant, CreditPack
 
 
 class OneTimeForm(forms.Form):

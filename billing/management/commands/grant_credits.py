@@ -10,11 +10,9 @@ from django.utils import timezone
 
 from billing.ledger import MAX_DELTA, grant_credits
 from billing.management.arguments import find_user, reason_text, whole_number
-from billing.models import CreditGrant
+from billing.models import MAX_VALIDITY_DAYS, CreditGrant
 from billing.users import display_name
 
-# Credits valid for longer than this are a typo; the ledger's datetimes end at year 9999.
-MAX_VALIDITY_DAYS = 36_500
 CATEGORIES = CreditGrant.Category.values
 
 
