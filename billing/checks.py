@@ -14,6 +14,7 @@ E011      BILLING_BASE_TEMPLATE names a template that does not exist
 E012      STRIPE_JS_URL / STRIPE_API_BASE is not an http(s) URL
 E013      one Stripe call with its retries can outlast the web worker's timeout (the page would get
           the server's bare error instead of billing's JSON 503)
+E014      BILLING_SIGNUP_GRANT malformed (not "5", "3/30d" or None)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from billing.conf import DEFAULTS, app_settings
+from billing.conf import DEFAULTS, app_settings, signup_grant
 
 KEYS = (
     # setting, (missing id, malformed id), accepted prefixes, what it is
@@ -99,6 +100,15 @@ def check_numbers(app_configs=None, **kwargs):
                 )
             )
     return errors
+
+
+@checks.register()
+def check_signup_grant(app_configs=None, **kwargs):
+    try:
+        signup_grant()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="Remove the setting for no sign-up bonus.", id="billing.E014")]
+    return []
 
 
 @checks.register()

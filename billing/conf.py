@@ -16,7 +16,11 @@ than `settings.X` itself.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, object] = {
     # Stripe's keys have no usable default: checks.py reports them missing (billing.E001-E003).
@@ -43,6 +47,9 @@ DEFAULTS: dict[str, object] = {
     "BILLING_BASE_TEMPLATE": "base.html",
     # Where billing's pages send people: "Back home" on the not-enough-credits page.
     "BILLING_HOME_URL": "/",
+    # Credits every new user is given: "<credits>" (never expire) or "<credits>/<days>d"
+    # (promotional, valid that many days), e.g. "3/30d"; None: no sign-up bonus (check E014).
+    "BILLING_SIGNUP_GRANT": None,
     # Django's own settings billing reads, with Django's defaults.
     "AUTH_USER_MODEL": "auth.User",
     "LOGOUT_REDIRECT_URL": None,
@@ -93,3 +100,45 @@ for _name in DEFAULTS:
 del _name
 
 app_settings = AppSettings()
+
+
+# --- BILLING_SIGNUP_GRANT ------------------------------------------------------------------------
+
+# billing.models.MAX_CREDITS_PER_CHANGE and MAX_VALIDITY_DAYS (models imports this module, so
+# not the other way round; tests/test_signup_grant.py holds them equal).
+MAX_SIGNUP_CREDITS = 1_000_000_000
+MAX_SIGNUP_DAYS = 36_500
+_SIGNUP_GRANT = re.compile(r"(?P<credits>[0-9]{1,12})(?:/(?P<days>[0-9]{1,12})d)?")
+
+
+@dataclass(frozen=True)
+class SignupGrant:
+    credits: int
+    days: int | None  # None: never expires
+
+
+def signup_grant(value=None) -> SignupGrant | None:
+    """BILLING_SIGNUP_GRANT (or `value`) read: None when off, else what each new user gets.
+    Raises ImproperlyConfigured, naming the setting, for anything else than "5" or "3/30d"."""
+    value = app_settings.BILLING_SIGNUP_GRANT if value is None else value
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = _SIGNUP_GRANT.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        raise ImproperlyConfigured(
+            'BILLING_SIGNUP_GRANT must be "<credits>" or "<credits>/<days>d" (e.g. "5" or "3/30d"), '
+            f"or None; got {value!r}."
+        )
+    credits = int(match["credits"])
+    days = int(match["days"]) if match["days"] is not None else None
+    if not 1 <= credits <= MAX_SIGNUP_CREDITS:
+        raise ImproperlyConfigured(
+            f"BILLING_SIGNUP_GRANT must give from 1 to {MAX_SIGNUP_CREDITS:,} credits; got {value!r}."
+        )
+    if days is not None and not 1 <= days <= MAX_SIGNUP_DAYS:
+        raise ImproperlyConfigured(
+            f"BILLING_SIGNUP_GRANT's credits must stay valid from 1 to {MAX_SIGNUP_DAYS:,} days; got {value!r}."
+        )
+    return SignupGrant(credits, days)

@@ -17,6 +17,8 @@ from billing.exceptions import AppendOnlyViolation
 # No single ledger change is bigger than MAX_CREDITS_PER_CHANGE: a larger number is a typo (or an
 # attack), never a purchase. Balances are 64-bit, so no realistic sum of changes overflows.
 MAX_CREDITS_PER_CHANGE = 1_000_000_000
+# Credits valid for longer than this (100 years) are a typo; staff forms and commands refuse it.
+MAX_VALIDITY_DAYS = 36_500
 # Stripe's largest charge is 8 digits of minor units (99,999,999: $999,999.99 for USD).
 MAX_AMOUNT = 99_999_999
 # What staff read when a pack breaks a limit, from the form's validators and the database's constraints alike.
@@ -54,7 +56,10 @@ class Profile(models.Model):
             ),
             models.CheckConstraint(condition=Q(held__gte=0), name="billing_profile_held_gte_0"),
         ]
-        permissions = [("adjust_credits", "Can adjust a user's credits")]
+        permissions = [
+            ("adjust_credits", "Can adjust a user's credits"),
+            ("grant_credits", "Can grant credits (promotional or paid, with an expiry)"),
+        ]
 
     def __str__(self):
         return f"{self.user} ({self.credits} credits)"

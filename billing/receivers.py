@@ -1,8 +1,20 @@
+"""What billing does when the project's users are saved: every new user gets a profile, and the
+sign-up bonus (BILLING_SIGNUP_GRANT, docs/INSTALL.md "Settings") when one is configured. Both are
+connected to whatever AUTH_USER_MODEL is."""
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
+from django.utils import timezone
 
-from billing.conf import app_settings
+from billing.conf import app_settings, signup_grant
+from billing.ledger import grant_credits
 from billing.models import Profile
+
+logger = logging.getLogger(__name__)
 
 
 @receiver(post_save, sender=app_settings.AUTH_USER_MODEL, dispatch_uid="billing.create_profile")
@@ -10,3 +22,31 @@ def create_profile(sender, instance, created, raw=False, **kwargs):
     """Every user has a Profile from the moment it exists (fixtures load their own)."""
     if created and not raw:
         Profile.objects.get_or_create(user=instance)
+
+
+@receiver(post_save, sender=app_settings.AUTH_USER_MODEL, dispatch_uid="billing.signup_grant")
+def give_signup_grant(sender, instance, created, raw=False, using=None, **kwargs):
+    """A new user's sign-up bonus, once the user's row has committed (a sign-up that rolls back
+    gets nothing). The idempotency key makes it once per user whatever saves or retries follow."""
+    if not created or raw:
+        return
+    bonus = signup_grant()
+    if bonus is None:
+        return
+
+    def grant():
+        expires_at = timezone.now() + timedelta(days=bonus.days) if bonus.days else None
+        try:
+            grant_credits(
+                instance,
+                bonus.credits,
+                reason="Sign-up bonus",
+                expires_at=expires_at,
+                idempotency_key=f"signup-grant:{instance.pk}",
+            )
+        except Exception:
+            # The user exists and is signed up: a bonus the ledger refused must not turn that into
+            # an error page. Logged for staff, who can give it with `manage.py grant_credits`.
+            logger.exception("The sign-up bonus of user %s could not be granted", instance.pk)
+
+    transaction.on_commit(grant, using=using)

@@ -1,8 +1,13 @@
 """Reads for the billing pages: each a fixed, small number of queries whatever the ledger's size."""
 
 from dataclasses import dataclass
+from datetime import date, datetime
 
-from billing.models import CreditPack, LedgerEntry, Payment
+from django.db.models import F, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment
 
 
 def active_packs():
@@ -75,3 +80,49 @@ def page_number_from(value) -> int:
 
 def recent_payments(user, *, limit: int = 20):
     return list(Payment.objects.filter(user_id=user.pk).select_related("pack").order_by("-created_at", "-id")[:limit])
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """Credits of one category that expire on one day."""
+
+    category: str
+    credits: int
+    day: date
+
+
+@dataclass(frozen=True)
+class CreditsByCategory:
+    """What a user holds, by category, and what of it expires when (soonest first); credits that
+    never expire are in the totals only."""
+
+    paid: int
+    promotional: int
+    expiring: list[Expiring]
+
+    @property
+    def total(self) -> int:
+        return self.paid + self.promotional
+
+
+def credits_by_category(user, *, now: datetime | None = None) -> CreditsByCategory:
+    """The user's open (unexpired, not used up) grants summed by category and expiry day, in ONE
+    query whatever the number of grants. Days are in the current time zone, as the page shows them.
+    Grants that expired but were not swept yet are left out, as get_balance leaves them out."""
+    now = now or timezone.now()
+    rows = (
+        CreditGrant.objects.filter(profile__user_id=user.pk, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values("category", day=TruncDate("expires_at"))
+        .annotate(credits=Sum("remaining"))
+        .order_by(F("day").asc(nulls_last=True), "category")
+    )
+    totals = {CreditGrant.Category.PAID: 0, CreditGrant.Category.PROMOTIONAL: 0}
+    expiring = []
+    for row in rows:
+        totals[row["category"]] = totals.get(row["category"], 0) + row["credits"]
+        if row["day"] is not None:
+            expiring.append(Expiring(row["category"], row["credits"], row["day"]))
+    return CreditsByCategory(
+        paid=totals[CreditGrant.Category.PAID], promotional=totals[CreditGrant.Category.PROMOTIONAL], expiring=expiring
+    )

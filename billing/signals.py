@@ -20,9 +20,11 @@ payment_disputed = Signal()
 # A refund or dispute could not take back every credit (already spent): payment, user,
 # shortfall (credits not recovered this time), credits_unrecovered (cumulative).
 clawback_shortfall = Signal()
-# Declared for features that come later (credit expiry, auto-recharge); not sent yet.
-# credits_expired: user, credits (expired), entry.  auto_recharge_failed: user, payment, reason.
+# A grant's credits expired, once per expired grant (the sweep: `expire_credits`, or the user's
+# next debit), with sender=Profile: user, credits (expired), entry (the `expiry` LedgerEntry),
+# grant (the CreditGrant, now empty).
 credits_expired = Signal()
+# Declared for auto-recharge, a feature that comes later; not sent yet: user, payment, reason.
 auto_recharge_failed = Signal()
 
 

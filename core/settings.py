@@ -215,6 +215,8 @@ BILLING_LEDGER_PAGE_SIZE = 25
 BILLING_LEDGER_PREPARED_STATEMENTS = env_bool("BILLING_LEDGER_PREPARED_STATEMENTS", True)
 # Charge attempts per signed-in user: "<requests>/<seconds>", shared by every server (or "off").
 BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
+# Credits each new user gets: "5" (never expire) or "3/30d" (valid 30 days); unset: none.
+BILLING_SIGNUP_GRANT = os.environ.get("BILLING_SIGNUP_GRANT", "").strip() or None
 
 # --- security: strict only where HTTPS exists (DEBUG off) ---------------------------------
 # The Content-Security-Policy core/middleware.py sends (Django 6's setting name and shape; billing's

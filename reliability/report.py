@@ -366,7 +366,7 @@ Each is fixed in the code and pinned by a regression test that fails without the
    admin adjust form answered 500 for a ten-digit delta, and on SQLite a ten-billion-credit balance
    was silently stored. The ledger now refuses any single change above 1,000,000,000 credits and
    turns a balance beyond PostgreSQL's integer into a `ValueError` (nothing changed); the command
-   and the admin form show it as a clear error. `billing/ledger/operations.py`, `billing/admin.py`,
+   and the admin form show it as a clear error. `billing/ledger/operations.py`, `billing/admin/profiles.py`,
    `billing/management/commands/adjust_credits.py`; `tests/test_fuzz_regressions.py`.
 3. **Text and numbers PostgreSQL refuses reached it** (scenario 4): a reason or an email
    containing `\\x00` crashed the commands, and a validly signed webhook body containing `\\u0000`,

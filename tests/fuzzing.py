@@ -28,6 +28,7 @@ BUDGET = {
     "webhook_unsigned": (20, 800),
     "adjust_credits": (40, 1800),
     "show_credits": (20, 600),
+    "grant_credits": (40, 1200),
     "reconcile_payments": (15, 300),
 }
 

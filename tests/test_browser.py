@@ -148,3 +148,40 @@ def test_three_d_secure_card_is_credited_after_authentication(page):
     expect(page.locator("#add-credits-dialog")).to_be_hidden()
     assert Payment.objects.get(user__email="secure@example.com").status == "succeeded"
     assert not page.problems, page.problems
+
+
+def test_billing_page_with_grants_fits_a_phone_and_a_desktop(page, live_server):
+    """Balance by category, what expires when, pack validity and an expiry entry, at 1280 and
+    390 px: nothing wider than the screen. BILLING_SHOTS=<dir> keeps the screenshots to look at."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from billing import ledger
+    from billing.models import CreditGrant, CreditPack, Profile
+
+    sign_up(page, "grants@example.com")
+    user = get_user_model().objects.get(email="grants@example.com")
+    CreditPack.objects.filter(slug="starter").update(validity_days=365)
+    now = timezone.now()
+    ledger.adjust_credits(user, 12, reason="Paid credits carried over from the old plan", actor=None)
+    gone = ledger.grant_credits(user, 2, reason="Trial credits", expires_at=now + timedelta(days=1))
+    ledger.grant_credits(user, 3, reason="Welcome bonus", expires_at=now + timedelta(days=30))
+    ledger.grant_credits(user, 5, reason="Loyalty", category="paid", expires_at=now + timedelta(days=400))
+    past = now - timedelta(seconds=1)  # the clock cannot be moved, so the trial's expiry is
+    CreditGrant.objects.filter(entry=gone).update(expires_at=past)
+    Profile.objects.filter(user=user).update(next_expiry=past)
+    ledger.expire_credits()
+    shots = os.environ.get("BILLING_SHOTS")
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto("/billing/")
+        assert page.get_by_test_id("balance").inner_text().startswith("20")
+        assert "3 promotional credits expire on" in page.get_by_test_id("expiring").inner_text()
+        assert "valid for 365 days" in page.content()
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{overflow}px of horizontal scrolling at {width}px"
+        if shots:
+            page.screenshot(path=os.path.join(shots, f"billing-{width}.png"), full_page=True)
+    assert page.problems == []

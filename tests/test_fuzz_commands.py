@@ -1,8 +1,8 @@
-"""Hostile input, property-based, on the staff commands' arguments (adjust_credits, show_credits,
-reconcile_payments, audit_credits): any email, number, reason or option a hurried operator (or
-a script gone wrong) could type. Properties: the command either does exactly what was asked or
-stops with a CommandError (a clear message, non-zero exit), never another exception; on an
-error nothing changes; read-only commands never change anything."""
+"""Hostile input, property-based, on the staff commands' arguments (adjust_credits, grant_credits,
+show_credits, expire_credits, reconcile_payments, audit_credits): any email, number, reason or
+option a hurried operator (or a script gone wrong) could type. Properties: the command either
+does exactly what was asked or stops with a CommandError (a clear message, non-zero exit), never
+another exception; on an error nothing changes; read-only commands never change anything."""
 
 from io import StringIO
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing import ledger
-from billing.models import CreditPack, LedgerEntry, Payment
+from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment
 from tests import fuzzing
 
 TEXT = st.text(max_size=60)
@@ -86,6 +86,39 @@ def test_fuzz_adjust_credits(people, email, delta, reason, actor):
         assert applied == int(delta.strip()) != 0
         assert stored_reason == reason.strip()
     fuzzing.assert_ledger_invariant()
+
+
+@fuzzing.fuzz_settings("grant_credits")
+@given(
+    email=EMAILS,
+    amount=NUMBERS,
+    reason=REASONS,
+    category=st.one_of(st.none(), st.sampled_from(["paid", "promotional", "PAID", " paid ", "gold", ""]), TEXT),
+    days=st.one_of(st.none(), NUMBERS),
+)
+def test_fuzz_grant_credits(people, email, amount, reason, category, days):
+    before = fuzzing.money_state()
+    old = entries()
+    args = ["grant_credits", email, amount, "--reason", reason]
+    args += ["--category", category] if category is not None else []
+    args += ["--expires-in-days", days] if days is not None else []
+    outcome, output = run(*args)
+    fuzzing.record("grant_credits", outcome)
+    if outcome == "error":
+        assert fuzzing.money_state() == before, output
+    else:
+        new = [e for e in entries() if e not in old]
+        assert len(new) == 1, new
+        entry_id, applied, kind, stored_reason = new[0]
+        assert kind == LedgerEntry.Kind.BONUS
+        assert applied == int(amount.strip()) > 0
+        assert stored_reason == reason.strip()
+        grant = CreditGrant.objects.get(entry_id=entry_id)
+        assert grant.category == (category or "promotional").strip().lower()
+        assert (grant.expires_at is None) == (days is None)
+    fuzzing.assert_ledger_invariant()
+    # Nothing granted here has expired: a sweep in between finds nothing and changes nothing.
+    assert run("expire_credits") == ("ok", "0 credits expired.\n")
 
 
 @fuzzing.fuzz_settings("show_credits")

@@ -17,6 +17,9 @@ from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import stripe_signature
 
 MAX_QUERIES = 6
+# /billing/ also sums the open credit grants by category and expiry day (one GROUP BY query) to
+# say what expires when.
+MAX_QUERIES_BILLING_PAGE = MAX_QUERIES + 1
 
 
 def give_history(user, *, entries: int, payments: int) -> None:
@@ -38,7 +41,8 @@ def count_queries(client, path: str) -> int:
 @pytest.mark.parametrize("path", ["/billing/", "/billing/?page=2", "/api/current_user"])
 def test_signed_in_pages_stay_within_the_query_budget(signed_in_client, user, path, django_assert_max_num_queries):
     give_history(user, entries=60, payments=3)  # more than two ledger pages, a payments table
-    with django_assert_max_num_queries(MAX_QUERIES):
+    budget = MAX_QUERIES_BILLING_PAGE if path.startswith("/billing/") else MAX_QUERIES
+    with django_assert_max_num_queries(budget):
         response = signed_in_client.get(path)
     assert response.status_code == HTTPStatus.OK
 

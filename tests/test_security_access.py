@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
 from billing import ledger, stripe_gateway
-from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
+from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import signed_headers
 
 ROLES = ["anonymous", "owner", "other", "staff", "viewer", "superuser"]
@@ -209,6 +209,7 @@ def billing_admin_pages(data, people):
         "payment": data["payment"].pk,
         "stripeevent": data["event"].pk,
         "creditpack": CreditPack.objects.get(slug="starter").pk,
+        "creditgrant": CreditGrant.objects.filter(profile__user=people["owner"]).first().pk,
     }
     pages = [("admin index", "/admin/", OK)]
     for model in django_admin.site._registry:
@@ -219,6 +220,7 @@ def billing_admin_pages(data, people):
         pages.append((f"{name} list", reverse(f"admin:billing_{name}_changelist"), OK))
         pages.append((f"{name} page", reverse(f"admin:billing_{name}_change", args=[objects[name]]), OK))
     pages.append(("adjust form", reverse("admin:billing_profile_adjust", args=[objects["profile"]]), FORBIDDEN))
+    pages.append(("grant form", reverse("admin:billing_profile_grant", args=[objects["profile"]]), FORBIDDEN))
     return pages
 
 
@@ -250,6 +252,15 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
     client.post(
         reverse("admin:billing_profile_adjust", args=[profile.pk]),
         {"delta": "100", "reason": "let me in", "request_id": "0b7a4a3e-0000-4000-8000-000000000001"},
+    )
+    client.post(
+        reverse("admin:billing_profile_grant", args=[profile.pk]),
+        {
+            "amount": "100",
+            "category": "paid",
+            "reason": "let me in",
+            "request_id": "0b7a4a3e-0000-4000-8000-0000000000a3",
+        },
     )
     client.post(
         reverse("admin:billing_payment_changelist"),
@@ -323,6 +334,19 @@ def state_changing(data, people):
             "form",
             reverse("admin:billing_profile_adjust", args=[owner_profile]),
             {"delta": "2", "reason": "csrf", "request_id": "0b7a4a3e-0000-4000-8000-000000000003"},
+            FOUND,
+        ),
+        (
+            "admin grant",
+            "superuser",
+            "form",
+            reverse("admin:billing_profile_grant", args=[owner_profile]),
+            {
+                "amount": "2",
+                "category": "promotional",
+                "reason": "csrf",
+                "request_id": "0b7a4a3e-0000-4000-8000-0000000000a4",
+            },
             FOUND,
         ),
         (

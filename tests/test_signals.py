@@ -1,10 +1,14 @@
 """billing.signals: each sent once, only after the transaction that recorded it commits, never
 on rollback, with the documented arguments (docs/INSTALL.md, "Signals")."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from billing import fulfilment, ledger, signals
+from billing.models import CreditGrant, Profile
 from tests import stripe_events as events
 
 
@@ -24,6 +28,7 @@ def received():
         signals.payment_refunded,
         signals.payment_disputed,
         signals.clawback_shortfall,
+        signals.credits_expired,
     ]
     for signal in hooked:
         make(signal)
@@ -111,6 +116,29 @@ def test_a_failing_receiver_does_not_break_the_payment(user, django_capture_on_c
     assert "receiver bug" in caplog.text
 
 
-def test_the_later_features_signals_are_declared():
-    assert isinstance(signals.credits_expired, signals.Signal)
+def test_credits_expired_is_sent_per_expired_grant_after_commit(user, received, django_capture_on_commit_callbacks):
+    soon = timezone.now() + timedelta(days=1)
+    first = ledger.grant_credits(user, 3, reason="welcome", expires_at=soon)
+    second = ledger.grant_credits(user, 2, reason="contest", expires_at=soon, category="paid")
+    ledger.adjust_credits(user, 4, reason="paid", actor=None)
+    past = timezone.now() - timedelta(seconds=1)  # the clock cannot be moved, so the expiry is
+    CreditGrant.objects.filter(entry__in=[first, second]).update(expires_at=past)
+    Profile.objects.filter(user=user).update(next_expiry=past)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert ledger.expire_credits() == 5
+    assert received == []  # not before the commit
+    for callback in callbacks:
+        callback()
+    sent = sorted(((kwargs["credits"], kwargs["grant"].entry_id) for _, kwargs in received), reverse=True)
+    assert sent == [(3, first.pk), (2, second.pk)]
+    for signal, kwargs in received:
+        assert signal is signals.credits_expired
+        assert kwargs["user"] == user
+        assert kwargs["entry"].kind == "expiry" and kwargs["entry"].delta == -kwargs["credits"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert ledger.expire_credits() == 0
+    assert len(received) == 2
+
+
+def test_the_later_features_signal_is_declared():
     assert isinstance(signals.auto_recharge_failed, signals.Signal)
