@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0013_payment_validity_days"),
+        ("billing", "0014_grant_credits_permission"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

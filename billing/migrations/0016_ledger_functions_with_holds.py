@@ -130,6 +130,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0014_holds")]
+    dependencies = [("billing", "0015_holds")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
