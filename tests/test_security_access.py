@@ -97,6 +97,7 @@ def expect_site(role):
         # name: (method, path, body, expected status, (redirect prefix or None))
         "home": ("GET", "/", None, OK),
         "fortune": ("GET", "/fortune/", None, OK if signed_in else FOUND),
+        "long_fortune": ("GET", "/fortune/long/", None, OK if signed_in else FOUND),
         "index": ("GET", "/billing/", None, OK if signed_in else FOUND),
         "charge": ("POST", "/billing/charge/", BAD_CHARGE, BAD if signed_in else UNAUTH),
         # Only the owner may ask about a payment; for anyone else it does not exist.
@@ -310,6 +311,7 @@ def state_changing(data, people):
         ("confirm", "owner", "json", f"/billing/charge/{data['payment'].pk}/confirm/", {}, OK),
         ("api/stripe", "owner", "json", "/api/stripe", {"id": "not-a-pm"}, BAD),
         ("paid action", "owner", "form", "/fortune/", {}, FOUND),
+        ("metered action", "owner", "form", "/fortune/long/", {}, FOUND),
         ("api logout", "owner", "form", "/api/logout", {}, FOUND),
         ("sign out", "owner", "form", "/accounts/logout/", {}, FOUND),
         (
@@ -376,13 +378,15 @@ def send(client, kind, path, body, token=None):
     return client.post(path, form)
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_csrf_is_required_on_every_state_changing_view(db, data, people, index):
     label, who, kind, path, body, with_token = state_changing(data, people)[index]
     user = people[who] if who else None
     client, token = csrf_client(user)
     if label == "paid action":
         ledger.add_credits(people["owner"], 1, kind=LedgerEntry.Kind.BONUS, reason="for the paid action")
+    if label == "metered action":  # it holds up to 3 credits while it runs
+        ledger.add_credits(people["owner"], 3, kind=LedgerEntry.Kind.BONUS, reason="for the metered action")
     before = state()
     users_before = set(people["owner"].__class__.objects.values_list("email", flat=True))
 
@@ -403,7 +407,8 @@ def test_the_csrf_list_covers_every_state_changing_site_route(db, data, people):
         if method == "POST" and name != "webhook":
             path = path.format(payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/")
             assert path in posted, name
-    assert "/fortune/" in posted and "/api/logout" in posted  # GET pages that also take a POST
+    # GET pages that also take a POST
+    assert {"/fortune/", "/fortune/long/", "/api/logout"} <= posted
 
 
 # --- webhook replay -----------------------------------------------------------------------------
