@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
 from billing import ledger, stripe_gateway
-from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment, StripeEvent
+from billing.models import CreditGrant, CreditPack, Hold, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import signed_headers
 
 ROLES = ["anonymous", "owner", "other", "staff", "viewer", "superuser"]
@@ -59,7 +59,9 @@ def data(people):
     event = StripeEvent.objects.create(
         event_id="evt_access_failed", type="payment_intent.succeeded", status="failed", payload={}, error="x"
     )
-    return {"payment": found["owner"], "other_payment": found["other"], "event": event}
+    # A hold that has ended: its pages exist, the owner's balance is untouched.
+    hold = ledger.release_hold(ledger.hold_credits(people["owner"], 1, reason="owner's ended hold"))
+    return {"payment": found["owner"], "other_payment": found["other"], "event": event, "hold": hold}
 
 
 @pytest.fixture
@@ -78,6 +80,7 @@ def state():
         list(Payment.objects.order_by("id").values_list("id", "status", "amount_refunded", "stripe_payment_intent_id")),
         list(StripeEvent.objects.order_by("id").values_list("id", "status", "attempts")),
         list(CreditPack.objects.order_by("id").values_list("id", "slug", "amount", "active")),
+        list(Hold.objects.order_by("id").values_list("id", "status", "captured")),
     )
 
 
@@ -211,6 +214,7 @@ def billing_admin_pages(data, people):
         "stripeevent": data["event"].pk,
         "creditpack": CreditPack.objects.get(slug="starter").pk,
         "creditgrant": CreditGrant.objects.filter(profile__user=people["owner"]).first().pk,
+        "hold": data["hold"].pk,
     }
     pages = [("admin index", "/admin/", OK)]
     for model in django_admin.site._registry:
@@ -246,8 +250,9 @@ def test_every_billing_admin_page_for_every_role(db, data, clients, people, role
 
 @pytest.mark.parametrize("role", ["anonymous", "owner", "staff", "viewer"])
 def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, people, role, localstripe):
-    """Adjust, refund and reprocess, each POSTed with a valid CSRF token by someone not allowed."""
+    """Adjust, refund, reprocess and release, each POSTed with a valid CSRF token by someone not allowed."""
     client = clients[role]
+    active_hold = ledger.hold_credits(people["owner"], 2, reason="running")
     before = state()
     profile = people["owner"].profile
     client.post(
@@ -271,6 +276,10 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
         reverse("admin:billing_stripeevent_changelist"),
         {"action": "reprocess", "_selected_action": [data["event"].pk]},
     )
+    client.post(
+        reverse("admin:billing_hold_changelist"), {"action": "release_selected", "_selected_action": [active_hold.pk]}
+    )
+    client.post(reverse("admin:billing_hold_release", args=[active_hold.pk]))
     client.post(
         reverse("admin:billing_creditpack_add"),
         {"slug": "free", "name": "Free", "credits": 1000, "amount": 50, "currency": "usd", "active": "on"},
