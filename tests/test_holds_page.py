@@ -30,6 +30,7 @@ def test_no_holds_shows_nothing(signed_in_client, funded):
     response = signed_in_client.get("/billing/")
     assert response.status_code == HTTPStatus.OK
     assert on_hold(response) == "" and b"on hold" not in response.content
+    assert b'data-testid="on-hold-total"' not in response.content
 
 
 def test_active_holds_are_listed_beside_the_available_balance(signed_in_client, funded):
@@ -42,6 +43,7 @@ def test_active_holds_are_listed_beside_the_available_balance(signed_in_client, 
     assert "1 credit on hold for Export until" in listed
     assert listed.index("Export") < listed.index("AI answer")  # soonest expiry first
     assert b'id="balance-value">7<' in response.content  # 10 less the 3 on hold
+    assert b"3 of your 10 credits are on hold:" in response.content
 
 
 def test_a_hold_expiring_another_day_names_the_day(signed_in_client, funded):

@@ -53,7 +53,7 @@ class ActiveHoldInline(admin.TabularInline):
 class HoldAdmin(EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
     search_help_text = _("A whole email address (fast), or part of one.")
-    list_display = ["id", "created_at", "email", "reason", "amount", "shown_status", "captured", "expires", "capture"]
+    list_display = ["id", "email", "reason", "amount", "shown_status", "expires", "capture"]
     list_display_links = ["id"]
     list_select_related = ["profile__user", "entry"]
     list_filter = ["status"]
@@ -88,11 +88,13 @@ class HoldAdmin(EmailSearchMixin, ReadOnlyAdmin):
         if hold.status == Hold.Status.ACTIVE and hold.expires_at <= timezone.now():
             # It reserves nothing any more; the next write for this user (or expire_credits) sweeps it.
             return _("Active, past its expiry (released at the next sweep)")
+        if hold.status == Hold.Status.CAPTURED:
+            return format_html("{} ({} {})", hold.get_status_display(), hold.captured, _("used"))
         return hold.get_status_display()
 
     @admin.display(description=_("expires"), ordering="expires_at")
     def expires(self, hold):
-        return hold.expires_at.strftime("%Y-%m-%d %H:%M:%S")
+        return hold.expires_at.strftime("%Y-%m-%d %H:%M")
 
     @admin.display(description=_("capture entry"))
     def capture(self, hold):
