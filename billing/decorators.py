@@ -20,7 +20,9 @@ is refused with 422, a malformed key with 400. See the README, "Paid actions".
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from datetime import timedelta
 from functools import wraps
 from http import HTTPStatus
 
@@ -36,6 +38,8 @@ from billing.conf import app_settings
 from billing.exceptions import InsufficientCredits
 from billing.models import Hold, IdempotentRequest, LedgerEntry
 from billing.pages import render_page
+
+logger = logging.getLogger(__name__)
 
 # A client's Idempotency-Key: printable ASCII (a UUID, a hash, a request id), at most this long.
 # Longer keys are refused, never cut: two keys sharing a prefix must stay two keys.
@@ -64,12 +68,14 @@ def credits_required(cost: int, *, reason: str | None = None):
     return decorator
 
 
-def paid_view(view, *, amount: int, reason: str | None, metered: bool):
-    """Wrap `view` to hold `amount` credits while it runs and capture `amount` (or, when
-    `metered`, what it charged on `request.meter`) when it succeeds."""
+def paid_view(view, *, amount: int, reason: str | None, metered: bool, expires_in: timedelta | None = None):
+    """Wrap `view` to hold `amount` credits (for `expires_in`, default 15 minutes) while it runs
+    and capture `amount` (or, when `metered`, what it charged on `request.meter`, at most
+    `amount`) when it succeeds."""
     from billing.metering import Meter
 
     label = reason or f"{view.__module__}.{view.__qualname__}"
+    hold_options = {} if expires_in is None else {"expires_in": expires_in}
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
@@ -91,9 +97,9 @@ def paid_view(view, *, amount: int, reason: str | None, metered: bool):
             if answer is not None:
                 return answer
         try:
-            hold = ledger.hold_credits(request.user, amount, reason=label)
+            hold = ledger.hold_credits(request.user, amount, reason=label, **hold_options)
         except InsufficientCredits as short:
-            return _short(request, short, amount)
+            return _short(request, short, amount, up_to=metered)
         claim = None
         if client_key:
             claim, answer = _claim(request, client_key, _fingerprint(request, label, amount), hold)
@@ -111,6 +117,10 @@ def paid_view(view, *, amount: int, reason: str | None, metered: bool):
         if response.status_code >= 400:
             _abandon(hold, claim)
             return response
+        if meter.exceeded:
+            logger.warning(
+                "%s charged %s credits, more than the %s it held: %s captured", label, meter.charged, amount, amount
+            )
         with transaction.atomic():
             meter.entry = ledger.capture_hold(hold, meter.captured, reason=label)
             if claim is not None:
@@ -131,7 +141,7 @@ STILL_RUNNING = gettext_lazy(
 )
 
 
-def _short(request, short: InsufficientCredits, amount: int) -> HttpResponse:
+def _short(request, short: InsufficientCredits, amount: int, *, up_to: bool = False) -> HttpResponse:
     if wants_json(request):
         return JsonResponse(
             {"error": short.user_message, "credits": short.balance, "required": amount},
@@ -140,7 +150,7 @@ def _short(request, short: InsufficientCredits, amount: int) -> HttpResponse:
     return render_page(
         request,
         "billing/insufficient_credits.html",
-        {"required": amount, "balance": short.balance},
+        {"required": amount, "balance": short.balance, "up_to": up_to},
         status=HTTPStatus.PAYMENT_REQUIRED,
     )
 

@@ -22,7 +22,6 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import wraps
 
 from billing import ledger
 from billing.ledger.holds import DEFAULT_EXPIRES_IN
@@ -84,22 +83,17 @@ def metered(
 
 def metered_view(up_to: int, *, reason: str | None = None, expires_in: timedelta = DEFAULT_EXPIRES_IN):
     """Decorator form of `metered` for a view: the view receives the meter as `request.meter`
-    and charges on it; an answer of 400 or more (or an exception) releases everything.
-    A short balance raises InsufficientCredits: wrap with `credits_required`'s pages, or let
-    the project's handler answer it (the JSON endpoints answer 402)."""
+    and charges on it; an answer of 400 or more (or an exception) releases everything. It
+    answers as `credits_required` does (billing.decorators.paid_view): signed out, a login
+    redirect (401 for JSON); a short balance, 402 (JSON, or a page with Add Credits), the view
+    never run; an `Idempotency-Key` header, at most once."""
+    if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to <= 0:
+        raise ValueError("metered_view needs a positive whole number of credits")
 
     def decorator(view):
-        label = reason or f"{view.__module__}.{view.__qualname__}"
+        from billing.decorators import paid_view
 
-        @wraps(view)
-        def wrapper(request, *args, **kwargs):
-            with metered(request.user, up_to=up_to, reason=label, expires_in=expires_in) as meter:
-                request.meter = meter
-                response = view(request, *args, **kwargs)
-                if response.status_code >= 400:
-                    meter.charged = 0  # a failed answer costs nothing
-                return response
-
+        wrapper = paid_view(view, amount=up_to, reason=reason, metered=True, expires_in=expires_in)
         wrapper.credits_up_to = up_to
         return wrapper
 

@@ -7,7 +7,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment
+from billing.models import CreditGrant, CreditPack, Hold, LedgerEntry, Payment
 
 
 def active_packs():
@@ -126,3 +126,12 @@ def credits_by_category(user, *, now: datetime | None = None) -> CreditsByCatego
     return CreditsByCategory(
         paid=totals[CreditGrant.Category.PAID], promotional=totals[CreditGrant.Category.PROMOTIONAL], expiring=expiring
     )
+
+
+def active_holds(user, *, now: datetime | None = None, limit: int = 10) -> list[Hold]:
+    """The user's holds that still reserve credits (active, not past their expiry), soonest
+    expiry first, in ONE query (served by the partial index on active holds). Expired holds not
+    swept yet are left out, as get_balance leaves them out."""
+    now = now or timezone.now()
+    holds = Hold.objects.filter(profile__user_id=user.pk, status=Hold.Status.ACTIVE, expires_at__gt=now)
+    return list(holds.order_by("expires_at", "id")[:limit])

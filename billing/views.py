@@ -13,9 +13,10 @@ from billing.ratelimit import rate_limited
 
 @login_required
 def billing_page(request):
-    """Balance (by category, and what expires when), packs to buy, payment history and the
-    ledger (paginated, newest first)."""
+    """Balance (by category, what expires when, and what is on hold), packs to buy, payment
+    history and the ledger (paginated, newest first)."""
     balance = get_balance(request.user)
+    holds = selectors.active_holds(request.user)
     return render_page(
         request,
         "billing/index.html",
@@ -23,6 +24,8 @@ def billing_page(request):
             "balance": balance,
             "header_credits": balance,  # the header's balance, without reading it a second time
             "holdings": selectors.credits_by_category(request.user),
+            "holds": holds,
+            "on_hold": sum(hold.amount for hold in holds),
             "packs": selectors.active_packs(),
             "payments": selectors.recent_payments(request.user),
             "ledger": selectors.ledger_page(

@@ -12,6 +12,7 @@ admin.site.login = secure_admin_login(admin.site.login)
 urlpatterns = [
     path("", views.home, name="home"),
     path("fortune/", views.fortune, name="fortune"),
+    path("fortune/long/", views.long_fortune, name="long_fortune"),
     path("billing/", include("billing.urls")),
     path("api/", include("billing.urls_emaily")),
     path("accounts/", include("allauth.urls")),

@@ -1,3 +1,5 @@
+from http import HTTPStatus
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
@@ -5,6 +7,7 @@ from django.views.decorators.http import require_http_methods
 
 from billing.decorators import credits_required
 from billing.ledger import get_balance
+from billing.metering import metered_view
 
 
 def home(request):
@@ -31,7 +34,50 @@ FORTUNES = [
 
 @credits_required(1, reason="Fortune told")
 def _tell_fortune(request):
-    spent_so_far = request.user.profile.ledger_entries.filter(kind="spend").count()
+    # Paid views capture a hold ("capture" entries); "spend" ones are fortunes told before holds.
+    spent_so_far = request.user.profile.ledger_entries.filter(kind__in=["spend", "capture"]).count()
     fortune = FORTUNES[spent_so_far % len(FORTUNES)]
     messages.success(request, f"Your fortune: {fortune} (1 credit spent, {get_balance(request.user)} left)")
     return redirect("fortune")
+
+
+# The metered example: like an AI answer, its cost is known only once it is written.
+LONG_FORTUNE_MAX_SENTENCES = 3  # 1 credit a sentence: at most this many credits are held
+
+
+class OracleUnavailable(Exception):
+    """The fortune could not be written (in a real project: the AI API failed or timed out)."""
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def long_fortune(request):
+    """The metered example action's page: up to 3 credits, 1 for each sentence the fortune has."""
+    if request.method == "POST":
+        return _tell_long_fortune(request)
+    return render(request, "long_fortune.html", {"up_to": LONG_FORTUNE_MAX_SENTENCES})
+
+
+def compose_long_fortune(told_before: int) -> list[str]:
+    """The fortune's sentences: one to three, a different length each time it is told."""
+    length = told_before % LONG_FORTUNE_MAX_SENTENCES + 1
+    return [FORTUNES[(told_before + n) % len(FORTUNES)] for n in range(length)]
+
+
+@metered_view(LONG_FORTUNE_MAX_SENTENCES, reason="Long fortune told")
+def _tell_long_fortune(request):
+    told_before = request.user.profile.ledger_entries.filter(kind="capture", reason="Long fortune told").count()
+    try:
+        sentences = compose_long_fortune(told_before)
+    except OracleUnavailable:
+        # An answer of 400 or more releases the hold: a failed fortune costs nothing.
+        return render(
+            request,
+            "long_fortune.html",
+            {"up_to": LONG_FORTUNE_MAX_SENTENCES, "failed": True},
+            status=HTTPStatus.SERVICE_UNAVAILABLE,
+        )
+    request.meter.charge(len(sentences))
+    cost = f"{len(sentences)} credit{'s' if len(sentences) != 1 else ''}"
+    messages.success(request, f"Your long fortune: {' '.join(sentences)} ({cost} spent)")
+    return redirect("long_fortune")

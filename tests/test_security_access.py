@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
 from billing import ledger, stripe_gateway
-from billing.models import CreditGrant, CreditPack, LedgerEntry, Payment, StripeEvent
+from billing.models import CreditGrant, CreditPack, Hold, LedgerEntry, Payment, StripeEvent
 from tests.stripe_helpers import signed_headers
 
 ROLES = ["anonymous", "owner", "other", "staff", "viewer", "superuser"]
@@ -59,7 +59,9 @@ def data(people):
     event = StripeEvent.objects.create(
         event_id="evt_access_failed", type="payment_intent.succeeded", status="failed", payload={}, error="x"
     )
-    return {"payment": found["owner"], "other_payment": found["other"], "event": event}
+    # A hold that has ended: its pages exist, the owner's balance is untouched.
+    hold = ledger.release_hold(ledger.hold_credits(people["owner"], 1, reason="owner's ended hold"))
+    return {"payment": found["owner"], "other_payment": found["other"], "event": event, "hold": hold}
 
 
 @pytest.fixture
@@ -78,6 +80,7 @@ def state():
         list(Payment.objects.order_by("id").values_list("id", "status", "amount_refunded", "stripe_payment_intent_id")),
         list(StripeEvent.objects.order_by("id").values_list("id", "status", "attempts")),
         list(CreditPack.objects.order_by("id").values_list("id", "slug", "amount", "active")),
+        list(Hold.objects.order_by("id").values_list("id", "status", "captured")),
     )
 
 
@@ -97,6 +100,7 @@ def expect_site(role):
         # name: (method, path, body, expected status, (redirect prefix or None))
         "home": ("GET", "/", None, OK),
         "fortune": ("GET", "/fortune/", None, OK if signed_in else FOUND),
+        "long_fortune": ("GET", "/fortune/long/", None, OK if signed_in else FOUND),
         "index": ("GET", "/billing/", None, OK if signed_in else FOUND),
         "charge": ("POST", "/billing/charge/", BAD_CHARGE, BAD if signed_in else UNAUTH),
         # Only the owner may ask about a payment; for anyone else it does not exist.
@@ -210,6 +214,7 @@ def billing_admin_pages(data, people):
         "stripeevent": data["event"].pk,
         "creditpack": CreditPack.objects.get(slug="starter").pk,
         "creditgrant": CreditGrant.objects.filter(profile__user=people["owner"]).first().pk,
+        "hold": data["hold"].pk,
     }
     pages = [("admin index", "/admin/", OK)]
     for model in django_admin.site._registry:
@@ -245,8 +250,9 @@ def test_every_billing_admin_page_for_every_role(db, data, clients, people, role
 
 @pytest.mark.parametrize("role", ["anonymous", "owner", "staff", "viewer"])
 def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, people, role, localstripe):
-    """Adjust, refund and reprocess, each POSTed with a valid CSRF token by someone not allowed."""
+    """Adjust, refund, reprocess and release, each POSTed with a valid CSRF token by someone not allowed."""
     client = clients[role]
+    active_hold = ledger.hold_credits(people["owner"], 2, reason="running")
     before = state()
     profile = people["owner"].profile
     client.post(
@@ -270,6 +276,10 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
         reverse("admin:billing_stripeevent_changelist"),
         {"action": "reprocess", "_selected_action": [data["event"].pk]},
     )
+    client.post(
+        reverse("admin:billing_hold_changelist"), {"action": "release_selected", "_selected_action": [active_hold.pk]}
+    )
+    client.post(reverse("admin:billing_hold_release", args=[active_hold.pk]))
     client.post(
         reverse("admin:billing_creditpack_add"),
         {"slug": "free", "name": "Free", "credits": 1000, "amount": 50, "currency": "usd", "active": "on"},
@@ -310,6 +320,7 @@ def state_changing(data, people):
         ("confirm", "owner", "json", f"/billing/charge/{data['payment'].pk}/confirm/", {}, OK),
         ("api/stripe", "owner", "json", "/api/stripe", {"id": "not-a-pm"}, BAD),
         ("paid action", "owner", "form", "/fortune/", {}, FOUND),
+        ("metered action", "owner", "form", "/fortune/long/", {}, FOUND),
         ("api logout", "owner", "form", "/api/logout", {}, FOUND),
         ("sign out", "owner", "form", "/accounts/logout/", {}, FOUND),
         (
@@ -376,13 +387,15 @@ def send(client, kind, path, body, token=None):
     return client.post(path, form)
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_csrf_is_required_on_every_state_changing_view(db, data, people, index):
     label, who, kind, path, body, with_token = state_changing(data, people)[index]
     user = people[who] if who else None
     client, token = csrf_client(user)
     if label == "paid action":
         ledger.add_credits(people["owner"], 1, kind=LedgerEntry.Kind.BONUS, reason="for the paid action")
+    if label == "metered action":  # it holds up to 3 credits while it runs
+        ledger.add_credits(people["owner"], 3, kind=LedgerEntry.Kind.BONUS, reason="for the metered action")
     before = state()
     users_before = set(people["owner"].__class__.objects.values_list("email", flat=True))
 
@@ -403,7 +416,8 @@ def test_the_csrf_list_covers_every_state_changing_site_route(db, data, people):
         if method == "POST" and name != "webhook":
             path = path.format(payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/")
             assert path in posted, name
-    assert "/fortune/" in posted and "/api/logout" in posted  # GET pages that also take a POST
+    # GET pages that also take a POST
+    assert {"/fortune/", "/fortune/long/", "/api/logout"} <= posted
 
 
 # --- webhook replay -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ PAGES = [
     ("/", False),
     ("/billing/", True),
     ("/fortune/", True),
+    ("/fortune/long/", True),
     ("/api/current_user", True),
     ("/accounts/login/", False),
 ]

@@ -9,6 +9,7 @@ from billing.users import email_field
 ADJUST_PERMISSION = "billing.adjust_credits"
 GRANT_PERMISSION = "billing.grant_credits"
 REFUND_PERMISSION = "billing.refund_payment"
+RELEASE_PERMISSION = "billing.release_hold"
 # Events are never edited; "change" on them is the right to rerun a failed one.
 REPROCESS_PERMISSION = "billing.change_stripeevent"
 

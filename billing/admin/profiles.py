@@ -1,4 +1,4 @@
-"""Profiles: the balance, its grants and recent ledger, and the two forms through which staff
+"""Profiles: the balance, its active holds, grants and recent ledger, and the two forms through which staff
 change a balance: "Adjust credits" (billing.ledger.adjust_credits) and "Grant credits"
 (billing.ledger.grant_credits), each behind its own permission."""
 
@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import ADJUST_PERMISSION, GRANT_PERMISSION, EmailSearchMixin, int_or_none
 from billing.admin.forms import AdjustCreditsForm, GrantCreditsForm
+from billing.admin.holds import ActiveHoldInline
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import adjust_credits, grant_credits
 from billing.models import CreditGrant, LedgerEntry, Profile
@@ -60,15 +61,26 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     search_fields = [f"user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
-    fields = ["user", "credits", "next_expiry", "stripe_customer_id", "created_at", "recent_ledger"]
-    readonly_fields = ["user", "credits", "next_expiry", "created_at", "recent_ledger"]
-    inlines = [CreditGrantInline]
+    fields = ["user", "credits", "on_hold", "next_expiry", "stripe_customer_id", "created_at", "recent_ledger"]
+    readonly_fields = ["user", "credits", "on_hold", "next_expiry", "created_at", "recent_ledger"]
+    inlines = [ActiveHoldInline, CreditGrantInline]
     change_form_template = "admin/billing/profile/change_form.html"
     recent_ledger_size = 20
 
     @admin.display(description=_("user"), ordering=f"user__{lookup_fields()[0]}")
     def email(self, profile):
         return display_name(profile.user)
+
+    @admin.display(description=_("on hold"))
+    def on_hold(self, profile):
+        if profile.pk is None:
+            return "-"
+        holds_url = reverse("admin:billing_hold_changelist") + "?" + urlencode({"profile__id__exact": profile.pk})
+        return format_html(
+            '{} credits reserved by active holds (<a href="{}">all holds and how they ended</a>)',
+            profile.held,
+            holds_url,
+        )
 
     @admin.display(description=_("recent ledger entries"))
     def recent_ledger(self, profile):
