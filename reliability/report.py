@@ -140,7 +140,7 @@ def _storm(r: dict) -> list[str]:
         f"{r['sizes']['processes']} processes (forked, each with its own PostgreSQL connection) each run "
         f"{_n(r['sizes']['operations per process'])} mixed operations through `billing.ledger` on "
         f"{r['sizes']['profiles']} profiles, after a shared start barrier: spend (40 %), add (20 %), staff adjust "
-        "+/- (15 %), grant (10 %; half of them 40-120 credits expiring a second or so later, mid-run), clawback "
+        "+/- (15 %), grant (10 %; half of them 40-120 credits expiring within a second, mid-run), clawback "
         "from the profile's purchase (10 %), 1-5 credits each, and the expiry sweep (5 %); 70 % carry an "
         "idempotency key and about 10 % of the attempts replay a key some process used earlier (often at the same "
         "moment). An operation is a function of its key, so a replay is the same operation and must get the first "
