@@ -1,6 +1,7 @@
 """A debit reads only the grants it draws from (at most one per credit), on PostgreSQL's
 billing_spend and the ORM path alike: draws that span many small grants still take every credit,
-in the drawdown order, and leave the rest untouched (docs/DESIGN.md, "Credit grants")."""
+in the drawdown order, and leave the rest untouched; and both paths follow the one drawdown order
+(docs/DESIGN.md, "Credit grants")."""
 
 from datetime import timedelta
 
@@ -44,3 +45,27 @@ def test_a_clawback_takes_the_payments_grant_first_then_many_small_ones(user):
     assert drawn == {purchase.opened_grant.pk: 3, **{pk: 1 for pk in daily[:7]}}
     assert _remaining(daily) == [0] * 7 + [1] * (DAILY - 7)
     assert list(broken_profiles()) == [] and grant_problems() == []
+
+
+def test_spends_follow_the_one_drawdown_order(user):
+    """billing_spend (PostgreSQL) spells the drawdown order in SQL; grants.DRAWDOWN_ORDER is its
+    definition: one credit at a time, each spend takes the grant the definition puts first."""
+    from billing.ledger.grants import open_grants
+
+    later, sooner = timezone.now() + timedelta(hours=2), timezone.now() + timedelta(hours=1)
+    for category, expires_at in [
+        ("paid", None),
+        ("promotional", None),
+        ("paid", later),
+        ("promotional", later),
+        ("paid", sooner),
+        ("promotional", None),  # same as the second, younger
+    ]:
+        ledger.grant_credits(user, 1, reason=f"{category} {expires_at}", category=category, expires_at=expires_at)
+    expected = list(open_grants("default", user.profile.pk, timezone.now()).values_list("pk", flat=True))
+    drawn = []
+    for _ in expected:
+        entry = ledger.spend_credits(user, 1, reason="one reading")
+        drawn += list(entry.allocations.values_list("grant_id", flat=True))
+    assert drawn == expected
+    assert ledger.get_balance(user) == 0
