@@ -3,7 +3,7 @@
 - A credit is one statement of data-modifying CTEs: the conditional UPDATE of the balance (and
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
-- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0010): the conditional
+- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0015): the conditional
   UPDATE (which takes the profile's row lock), the ledger INSERT, then the draws from the grants
   in the drawdown order, each read after the lock was won.
 
@@ -47,7 +47,7 @@ WITH u AS (
 SELECT id, profile_id, balance_after FROM e
 """
 
-# billing_spend is installed by migration 0010 (its docstring has the steps).
+# billing_spend is installed by migration 0010 (its docstring has the steps), replaced by 0015.
 _DEBIT_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_spend(
     %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
