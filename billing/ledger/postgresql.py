@@ -3,7 +3,7 @@
 - A credit is one statement of data-modifying CTEs: the conditional UPDATE of the balance (and
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
-- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0015): the conditional
+- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0016): the conditional
   UPDATE (which takes the profile's row lock), the ledger INSERT, then the draws from the grants
   in the drawdown order, each read after the lock was won.
 

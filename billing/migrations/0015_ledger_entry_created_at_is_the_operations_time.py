@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0013_payment_validity_days")]
+    dependencies = [("billing", "0014_grant_credits_permission")]
 
     operations = [
         migrations.AlterField(

@@ -76,6 +76,6 @@ def restore_previous(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0014_ledger_entry_created_at_is_the_operations_time")]
+    dependencies = [("billing", "0015_ledger_entry_created_at_is_the_operations_time")]
 
     operations = [migrations.RunPython(create_function, restore_previous, elidable=False)]
