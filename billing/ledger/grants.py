@@ -21,7 +21,7 @@ from billing import signals
 from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
 
 # The drawdown order, the one definition (the PostgreSQL function billing_spend, installed by
-# migration 0010 and replaced by 0015, spells the same order in SQL; tests/test_grants_many.py
+# migration 0010 and replaced by 0016, spells the same order in SQL; tests/test_grants_many.py
 # holds the two together):
 # soonest expiry first, never-expiring last; then promotional before paid ("promotional" sorts
 # after "paid", so descending); then the oldest grant first.

@@ -47,7 +47,7 @@ WITH u AS (
 SELECT id, profile_id, balance_after FROM e
 """
 
-# billing_spend is installed by migration 0010 (its docstring has the steps), replaced by 0015.
+# billing_spend is installed by migration 0010 (its docstring has the steps), replaced by 0016.
 _DEBIT_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_spend(
     %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
