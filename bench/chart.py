@@ -25,8 +25,8 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     return 10 * magnitude
 
 
-def line_chart(title: str, x_label: str, y_label: str, series: list[Series], *, width=760, height=440) -> str:
-    left, right, top, bottom = 80, 220, 50, 60
+def line_chart(title: str, x_label: str, y_label: str, series: list[Series], *, width=790, height=440) -> str:
+    left, right, top, bottom = 80, 250, 50, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     xs = sorted({p[0] for s in series for p in s.points})
     y_max = max((p[3] for s in series for p in s.points), default=1.0) or 1.0

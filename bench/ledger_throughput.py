@@ -6,8 +6,14 @@ profiles at random per operation; "hot" sends every operation to one profile, so
 on its row lock and throughput is set by how long each transaction holds that lock.
 
 Implementations, run alternately within each run so drift on a shared machine hits both alike:
-- app:      billing.ledger.spend_credits / add_credits, exactly as the site calls them.
-- baseline: the issue's hand-written transaction with psycopg: BEGIN; UPDATE billing_profile SET
+- app:      billing.ledger.spend_credits / add_credits, exactly as the site calls them, on profiles
+            holding one open grant (a spend draws on it: one grant read, updated and allocated).
+- app_3_grants, app_100_grants (spend only): the same call on profiles holding 3 or 100 open
+            grants (one never-expiring promotional grant, then promotional grants expiring in 31,
+            33, ... days and never-expiring paid ones), so a spend draws in the drawdown order
+            from the soonest-expiring grant. The grant-aware figures: what a customer with a few
+            promotions and purchases costs, and whether a long list of grants costs more.
+- baseline: the hand-written single-balance transaction with psycopg: BEGIN; UPDATE billing_profile SET
             credits = credits -/+ 1 WHERE id = %s [AND credits >= 1] RETURNING credits;
             INSERT INTO billing_ledgerentry ...; COMMIT. Same connection settings as Django's
             connection: the same parameters (server, user, database, loopback TCP, client
@@ -32,6 +38,9 @@ from datetime import UTC, datetime
 from bench.stats import Figure
 
 SPREAD_PROFILES = 1000
+GRANTS = {"app": 1, "app_3_grants": 3, "app_100_grants": 100}  # open grants per profile, by impl
+# Large enough that no grant drawn first runs out during a full bench.
+GRANT_CREDITS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,15 @@ class Plan:
     chart_procs: tuple[int, ...]  # spend, app and baseline, both targets: the chart's x axis
     add_procs: tuple[int, ...]
     naive_procs: tuple[int, ...]
+    many_grants_procs: tuple[int, ...]  # where app_100_grants is measured beside app_3_grants
 
     def groups(self) -> list[tuple[Config, tuple[str, ...]]]:
         out = []
         for target in ("spread", "hot"):
             for procs in self.chart_procs:
-                impls = ("app", "baseline")
+                impls = ("app", "app_3_grants", "baseline")
+                if procs in self.many_grants_procs:
+                    impls += ("app_100_grants",)
                 if procs in self.naive_procs:
                     impls += ("baseline_prepared", "orm_naive")
                 out.append((Config("spend", target, procs), impls))
@@ -66,42 +78,59 @@ class Plan:
         return out
 
 
-FULL = Plan(runs=5, seconds=2.0, chart_procs=(1, 2, 4, 8), add_procs=(1, 8), naive_procs=(1, 8))
-SMOKE = Plan(runs=2, seconds=0.25, chart_procs=(1, 2), add_procs=(1,), naive_procs=(1,))
+FULL = Plan(
+    runs=5, seconds=2.0, chart_procs=(1, 2, 4, 8), add_procs=(1, 8), naive_procs=(1, 8), many_grants_procs=(1, 8)
+)
+SMOKE = Plan(runs=2, seconds=0.25, chart_procs=(1, 2), add_procs=(1,), naive_procs=(1,), many_grants_procs=(1,))
 
 
 @dataclass
-class Targets:
+class Profiles:
     spread: list[tuple[int, int]]  # (user_id, profile_id)
     hot: tuple[int, int]
 
 
+Targets = dict[int | str, Profiles]  # spends: by open grants per profile; "add": the adds' own
+
+
 def prepare() -> Targets:
-    """1,000 spread profiles and one hot one, each opened with a grant large enough for the whole bench."""
-    from bench.fill import fill
+    """For 1, 3 and 100 open grants each: 1,000 spread profiles and one hot one, every grant
+    large enough for the whole bench; and as many profiles for the adds, each of which opens a
+    grant, so that they never add to the grants the spends are measured on."""
+    from bench.fill import add_grants, fill
     from billing.models import Profile
 
-    fill(users=SPREAD_PROFILES + 1, entries_per_user=1, prefix="ledger", grant=1_000_000_000)
-    rows = list(
-        Profile.objects.filter(user__email__startswith="ledger").order_by("user__email").values_list("user_id", "id")
-    )
-    return Targets(spread=rows[:SPREAD_PROFILES], hot=rows[SPREAD_PROFILES])
+    targets = {}
+    for grants in [*sorted(set(GRANTS.values())), "add"]:
+        # "ledger-1g-", "ledger-3g-", "ledger-100g-", "ledger-addg-": no prefix is another's prefix.
+        prefix = f"ledger-{grants}g-"
+        fill(users=SPREAD_PROFILES + 1, entries_per_user=1, prefix=prefix, grant=GRANT_CREDITS)
+        if grants != "add" and grants > 1:
+            add_grants(prefix=prefix, extra=grants - 1, amount=GRANT_CREDITS)
+        rows = list(
+            Profile.objects.filter(user__email__startswith=prefix).order_by("user__email").values_list("user_id", "id")
+        )
+        targets[grants] = Profiles(spread=rows[:SPREAD_PROFILES], hot=rows[SPREAD_PROFILES])
+    return targets
 
 
 def run(plan: Plan, log) -> dict:
-    """Returns {(config, impl): Figure(ops/s)} and per-run ratios {(config, impl): Figure(x)}."""
+    """Returns {(config, impl): Figure(ops/s)}, per-run ratios to the baseline {(config, impl):
+    Figure(x)}, and per-run ratios of 100 open grants to 3 {config: Figure(x)}."""
     from bench.fill import vacuum_analyze
 
     targets = prepare()
     throughput: dict[tuple[Config, str], Figure] = {}
     ratios: dict[tuple[Config, str], Figure] = {}
+    many_grants: dict[Config, Figure] = {}
     for run_index in range(plan.runs):
         for config, impls in plan.groups():
             # Alternate who goes first: a shared machine's drift then favours neither side.
             order = impls if run_index % 2 == 0 else tuple(reversed(impls))
             measured = {}
             for impl in order:
-                vacuum_analyze("billing_profile")
+                # As autovacuum would: spends leave a dead version of the profile and of the grant drawn.
+                vacuum_analyze("billing_profile", "billing_creditgrant")
                 ops = _measure(impl, config, targets, plan.seconds)
                 measured[impl] = ops
                 throughput.setdefault((config, impl), Figure(f"{impl}: {config.label}", "ops/s")).add(ops)
@@ -109,11 +138,14 @@ def run(plan: Plan, log) -> dict:
                 if impl != "baseline" and measured["baseline"]:
                     ratio = measured[impl] / measured["baseline"]
                     ratios.setdefault((config, impl), Figure(f"{impl}/baseline: {config.label}", "x")).add(ratio)
+            if "app_100_grants" in measured and measured["app_3_grants"]:
+                ratio = measured["app_100_grants"] / measured["app_3_grants"]
+                many_grants.setdefault(config, Figure(f"100 grants / 3 grants: {config.label}", "x")).add(ratio)
             log(
                 f"ledger run {run_index + 1}/{plan.runs} {config.label}: "
                 + ", ".join(f"{impl} {measured[impl]:,.0f}/s" for impl in impls)
             )
-    return {"throughput": throughput, "ratios": ratios}
+    return {"throughput": throughput, "ratios": ratios, "many_grants": many_grants}
 
 
 def _measure(impl: str, config: Config, targets: Targets, seconds: float) -> float:
@@ -148,15 +180,17 @@ def _worker(impl, config, targets, seconds, index, barrier, results):
     try:
         op = _OPS[impl](config.op)
         rng = random.Random(index)
+        # The baselines write single balances: any profile serves them.
+        profiles = targets["add" if config.op == "add" else GRANTS.get(impl, 1)]
         if config.target == "hot":
 
             def pick():
-                return targets.hot
+                return profiles.hot
 
         else:
 
             def pick():
-                return targets.spread[rng.randrange(len(targets.spread))]
+                return profiles.spread[rng.randrange(len(profiles.spread))]
 
         for _ in range(20):  # warm up: connect, prepare, fill caches
             op(*pick())
@@ -262,4 +296,11 @@ def _baseline_prepared(op: str):
     return _baseline(op, prepared=True)
 
 
-_OPS = {"app": _app, "baseline": _baseline, "baseline_prepared": _baseline_prepared, "orm_naive": _orm_naive}
+_OPS = {
+    "app": _app,
+    "app_3_grants": _app,
+    "app_100_grants": _app,
+    "baseline": _baseline,
+    "baseline_prepared": _baseline_prepared,
+    "orm_naive": _orm_naive,
+}

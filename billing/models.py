@@ -7,6 +7,7 @@ never happen (a negative balance, a zero ledger delta, a second row for a unique
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.conf import app_settings
@@ -253,7 +254,10 @@ class LedgerEntry(models.Model):
     )
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries")
     idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The operation's own time, as billing.ledger passes it (not the moment of the INSERT, which
+    # auto_now_add would force): the draws from grants are checked against it, so a debit that
+    # waited for the profile's lock is not recorded after an expiry it did not see.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = LedgerEntryQuerySet.as_manager()
 

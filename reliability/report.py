@@ -139,10 +139,12 @@ def _storm(r: dict) -> list[str]:
     out = [
         f"{r['sizes']['processes']} processes (forked, each with its own PostgreSQL connection) each run "
         f"{_n(r['sizes']['operations per process'])} mixed operations through `billing.ledger` on "
-        f"{r['sizes']['profiles']} profiles, after a shared start barrier: spend (50 %), add (30 %), staff adjust "
-        "+/- (20 %), 1-5 credits each; 70 % carry an idempotency key and about 10 % of the attempts replay a key "
-        "some process used earlier (often at the same moment). An operation is a function of its key, so a replay "
-        "is the same operation and must get the first entry back.",
+        f"{r['sizes']['profiles']} profiles, after a shared start barrier: spend (40 %), add (20 %), staff adjust "
+        "+/- (15 %), grant (10 %; half of them 40-120 credits expiring within a second, mid-run), clawback "
+        "from the profile's purchase (10 %), 1-5 credits each, and the expiry sweep (5 %); 70 % carry an "
+        "idempotency key and about 10 % of the attempts replay a key some process used earlier (often at the same "
+        "moment). An operation is a function of its key, so a replay is the same operation and must get the first "
+        "entry back.",
         "",
     ]
     out += _table(
@@ -161,6 +163,22 @@ def _storm(r: dict) -> list[str]:
             ["spend applied / refused", f"{_n(ops['spend']['succeeded'])} / {_n(ops['spend']['refused'])}"],
             ["add applied", _n(ops["add"]["succeeded"])],
             ["adjust applied / refused", f"{_n(ops['adjust']['succeeded'])} / {_n(ops['adjust']['refused'])}"],
+            *(
+                [
+                    ["grant applied", _n(ops["grant"]["succeeded"])],
+                    [
+                        "clawback applied / nothing to take",
+                        f"{_n(ops['clawback']['succeeded'])} / {_n(ops['clawback']['refused'])}",
+                    ],
+                    [
+                        "expiry sweeps run / expiry entries written (sweeps and spends)",
+                        f"{_n(ops['expire']['succeeded'])} / {_n(db.get('expiry_entries', 'n/a'))}",
+                    ],
+                    ["grant problems (billing.ledger.invariants.grant_problems)", _n(db["grant_problems"])],
+                ]
+                if "grant" in ops
+                else []
+            ),
             ["ledger entries written by the storm", _n(db["storm_entries"])],
             ["lowest balance_after of any entry", _n(db["min_balance_after"])],
             ["entries with balance_after < 0", _n(db["negative_balance_after"])],
@@ -170,7 +188,9 @@ def _storm(r: dict) -> list[str]:
             [
                 "negative control",
                 "one balance corrupted by raw SQL afterwards: billing.ledger.invariants caught it: "
-                f"{r['negative_control']['sql_caught']}, audit_credits exit code {r['negative_control']['audit_exit']}",
+                f"{r['negative_control']['sql_caught']}, grant checks caught it: "
+                f"{r['negative_control'].get('grants_caught', 'n/a')}, "
+                f"audit_credits exit code {r['negative_control']['audit_exit']}",
             ],
         ],
     )

@@ -1,14 +1,19 @@
 """Scenario 1, the ledger storm: N processes x M mixed operations on 3 profiles, on PostgreSQL.
 
-Each process calls billing.ledger directly (spend 50 %, add 30 %, staff adjust +/- 20 %, 1-5
-credits each), about 10 % of its attempts replaying an idempotency key that some process
-(often another one, often at the same moment) used earlier. An operation is a pure function of
-its key, so a replay is the same operation and must return the first entry.
+Each process calls billing.ledger directly (spend 40 %, add 20 %, staff adjust +/- 15 %, grant
+10 %, clawback 10 %, 1-5 credits each, and the expiry sweep 5 %), about 10 % of its attempts
+replaying an idempotency key that some process (often another one, often at the same moment)
+used earlier. An operation is a pure function of its key, so a replay is the same operation and
+must return the first entry. Half the grants (40-120 credits) expire within a second of being made, so
+spends, clawbacks and sweeps meet credits expiring under them; clawbacks take from the
+profile's purchase first (docs/DESIGN.md, "Credit grants").
 
 Afterwards, from the database and the workers' own accounts:
 - the ledger invariant holds (billing/ledger/invariants.py: credits == sum(delta) == newest
   balance_after for each profile, and every balance_after is the running sum of its profile),
-  and audit_credits, which prints that same check, is clean;
+  the grants agree with it (grant_problems: the balance is what the grants hold, every debit's
+  draws add up, nothing drawn from a grant after it expired), and audit_credits, which prints
+  those same checks, is clean; after a last expire_credits no open grant is past its expiry;
 - no balance_after below zero, ever, and no negative balance;
 - every attempt is accounted for: successes + refusals == attempts, no other outcome;
 - each idempotency key has one entry, and every attempt with that key was given that entry;
@@ -30,6 +35,7 @@ from reliability.harness import Size, has_command, log, manage, scenario_main, s
 
 PROFILES = 3
 SEED_CREDITS = 50
+PURCHASED_CREDITS = 20  # each profile's one purchase, what its clawbacks take from first
 REPLAY_SHARE = 0.10
 KEYED_SHARE = 0.70
 
@@ -43,16 +49,27 @@ def operation(proc: int, index: int) -> dict:
     rng = random.Random(f"storm:{proc}:{index}")
     roll = rng.random()
     amount = rng.randint(1, 5)
-    if roll < 0.5:
+    expires_in = None  # seconds, for grants
+    if roll < 0.4:
         op, delta = "spend", -amount
-    elif roll < 0.8:
+    elif roll < 0.6:
         op, delta = "add", amount
-    else:
+    elif roll < 0.75:
         op, delta = "adjust", amount if rng.random() < 0.5 else -amount
-    keyed = rng.random() < KEYED_SHARE
+    elif roll < 0.85:
+        op, delta = "grant", amount
+        if rng.random() < 0.5:
+            # Larger, so that spends (which draw the soonest expiry first) leave some to expire.
+            delta, expires_in = rng.randint(40, 120), rng.uniform(0.2, 0.8)
+    elif roll < 0.95:
+        op, delta = "clawback", -amount  # at most: never below zero
+    else:
+        op, delta = "expire", 0
+    keyed = op != "expire" and rng.random() < KEYED_SHARE
     return {
         "op": op,
         "delta": delta,
+        "expires_in": expires_in,
         "profile": rng.randrange(PROFILES),
         "key": f"storm:{proc}:{index}" if keyed else None,
     }
@@ -77,18 +94,23 @@ def attempts_for(proc: int, procs: int, ops: int) -> list[dict]:
     return out
 
 
-def _worker(proc, procs, ops, users, staff_id, barrier, results):
+def _worker(proc, procs, ops, users, staff_id, payments, barrier, results):
     from django.db import connections
 
     connections.close_all()  # never share the parent's socket
     try:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
         from accounts.models import User
         from billing import ledger
         from billing.exceptions import InsufficientCredits
-        from billing.models import LedgerEntry
+        from billing.models import LedgerEntry, Payment
 
         bonus = LedgerEntry.Kind.BONUS
         people = {i: User.objects.get(pk=pk) for i, pk in enumerate(users)}
+        purchases = {i: Payment.objects.get(pk=pk) for i, pk in enumerate(payments)}
         staff = User.objects.get(pk=staff_id)
         outcomes = Counter()
         keyed = []  # (key, entry id, delta) for every keyed success
@@ -105,8 +127,31 @@ def _worker(proc, procs, ops, users, staff_id, barrier, results):
                     entry = ledger.spend_credits(user, -delta, reason=reason, idempotency_key=key)
                 elif attempt["op"] == "add":
                     entry = ledger.add_credits(user, delta, kind=bonus, reason=reason, idempotency_key=key)
-                else:
+                elif attempt["op"] == "adjust":
                     entry = ledger.adjust_credits(user, delta, reason=reason, actor=staff, idempotency_key=key)
+                elif attempt["op"] == "grant":
+                    expires_in = attempt["expires_in"]
+                    expires_at = timezone.now() + timedelta(seconds=expires_in) if expires_in else None
+                    entry = ledger.grant_credits(user, delta, reason=reason, expires_at=expires_at, idempotency_key=key)
+                elif attempt["op"] == "clawback":
+                    kind = LedgerEntry.Kind.REFUND if -delta % 2 else LedgerEntry.Kind.DISPUTE
+                    entry, _short = ledger.claw_back_credits(
+                        user, -delta, kind=kind, reason=reason, payment=purchases[attempt["profile"]],
+                        idempotency_key=key,
+                    )  # fmt: skip
+                    if entry is None:  # nothing left to take: refused, as a short spend is
+                        outcomes["refused"] += 1
+                        outcomes["refused_clawback"] += 1
+                        continue
+                    delta = entry.delta  # what it could take, never more than asked
+                    if not attempt["delta"] <= delta < 0:
+                        outcomes["error"] += 1
+                        outcomes["error: a clawback took more than asked"] += 1
+                else:
+                    ledger.expire_credits()
+                    outcomes["succeeded"] += 1
+                    outcomes["succeeded_expire"] += 1
+                    continue
             except InsufficientCredits:
                 outcomes["refused"] += 1
                 outcomes[f"refused_{attempt['op']}"] += 1
@@ -148,20 +193,28 @@ def _worker(proc, procs, ops, users, staff_id, barrier, results):
 def run(size: Size) -> dict:
     setup_django("rel_storm")
     from django.db import connection, connections
+    from django.utils import timezone
 
     from accounts.models import User
     from billing import ledger
-    from billing.models import LedgerEntry
+    from billing.models import CreditPack, LedgerEntry, Payment
 
     sizes = plan(size)
     procs, ops = sizes["procs"], sizes["ops"]
-    users = []
+    users, payments = [], []
+    pack = CreditPack.objects.get(slug="starter")
     for i in range(PROFILES):
         user = User.objects.create_user(email=f"storm{i}@example.com", password=None)
         ledger.add_credits(
             user, SEED_CREDITS, kind=LedgerEntry.Kind.BONUS, reason="opening grant", idempotency_key=f"seed:{i}"
         )
+        payment = Payment.objects.create(
+            user=user, pack=pack, credits=PURCHASED_CREDITS, amount=pack.amount, currency=pack.currency,
+            status=Payment.Status.SUCCEEDED,
+        )  # fmt: skip
+        ledger.add_credits(user, PURCHASED_CREDITS, kind=LedgerEntry.Kind.PURCHASE, reason="purchase", payment=payment)
         users.append(user.pk)
+        payments.append(payment.pk)
     staff = User.objects.create_user(email="storm-staff@example.com", password=None, is_staff=True)
 
     log(f"storm: {procs} processes x {ops} operations on {PROFILES} profiles")
@@ -170,7 +223,7 @@ def run(size: Size) -> dict:
     barrier = ctx.Barrier(procs + 1)
     results = ctx.Queue()
     workers = [
-        ctx.Process(target=_worker, args=(p, procs, ops, users, staff.pk, barrier, results), daemon=True)
+        ctx.Process(target=_worker, args=(p, procs, ops, users, staff.pk, payments, barrier, results), daemon=True)
         for p in range(procs)
     ]
     for w in workers:
@@ -200,6 +253,9 @@ def run(size: Size) -> dict:
     split_keys = sorted(k for k, pks in entries_by_key.items() if len(pks) > 1)
 
     checks = _database_checks(users, told)
+    swept_at = timezone.now()  # one instant for the sweep and its check: grants keep expiring
+    swept = ledger.expire_credits(swept_at)  # what the workers' sweeps left, if anything
+    checks["expired_open_after_sweep"] = _expired_open(swept_at)
     audit = _audit()
     control = _negative_control(users[0], told)
 
@@ -212,6 +268,8 @@ def run(size: Size) -> dict:
         and checks["negative_credits"] == 0,
         "credits == sum(delta) == newest balance_after (billing.ledger.invariants)": checks["profiles_broken"] == 0,
         "every balance_after is the running sum of its profile": checks["running_sum_mismatches"] == 0,
+        "grants agree with the ledger, nothing drawn after expiry (grant_problems)": checks["grant_problems"] == 0,
+        "no open grant past its expiry after expire_credits": checks["expired_open_after_sweep"] == 0,
         "each idempotency key applied once": checks["duplicate_keys"] == 0 and not split_keys,
         "database entries == entries the workers were told about": checks["untold_entries"] == 0
         and checks["missing_or_wrong_entries"] == 0,
@@ -228,8 +286,9 @@ def run(size: Size) -> dict:
         "replays": outcomes["replays"],
         "by_operation": {
             op: {"succeeded": outcomes[f"succeeded_{op}"], "refused": outcomes[f"refused_{op}"]}
-            for op in ("spend", "add", "adjust")
+            for op in ("spend", "add", "adjust", "grant", "clawback", "expire")
         },
+        "expired_by_the_last_sweep": swept,
         "distinct_keys_applied": len(entries_by_key),
         "errors": errors,
         "crashes": crashes,
@@ -247,9 +306,10 @@ def run(size: Size) -> dict:
 def _database_checks(user_ids: list[int], told: dict) -> dict:
     from django.db import connection
 
-    from billing.ledger.invariants import broken_profiles, entries_off_running_sum
+    from billing.ledger.invariants import broken_profiles, entries_off_running_sum, grant_problems
 
     profiles_broken = sum(1 for _ in broken_profiles())
+    problems = grant_problems()
     running_sum_mismatches = entries_off_running_sum()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM billing_profile WHERE credits < 0")
@@ -269,6 +329,8 @@ def _database_checks(user_ids: list[int], told: dict) -> dict:
         stored = {pk: (key, delta) for pk, key, delta in cursor.fetchall()}
         cursor.execute("SELECT count(*), min(balance_after), max(balance_after) FROM billing_ledgerentry")
         total_entries, min_balance_after, max_balance_after = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM billing_ledgerentry WHERE kind = 'expiry'")
+        expiry_entries = cursor.fetchone()[0]
         cursor.execute("SELECT sum(credits) FROM billing_profile WHERE user_id = ANY(%s)", [user_ids])
         final_credits = cursor.fetchone()[0]
     untold = [pk for pk in stored if pk not in told]
@@ -280,6 +342,9 @@ def _database_checks(user_ids: list[int], told: dict) -> dict:
         "max_balance_after": max_balance_after,
         "final_credits_total": final_credits,
         "profiles_broken": profiles_broken,
+        "expiry_entries": expiry_entries,  # grants that expired holding credits, swept mid-run
+        "grant_problems": len(problems),
+        "grant_problems_first": [problem.problem for problem in problems[:5]],
         "negative_credits": negative_credits,
         "negative_balance_after": negative_balance_after,
         "running_sum_mismatches": running_sum_mismatches,
@@ -296,13 +361,24 @@ def _negative_control(user_id: int, told: dict) -> dict:
 
     with connection.cursor() as cursor:
         cursor.execute("UPDATE billing_profile SET credits = credits + 1 WHERE user_id = %s", [user_id])
-    sql_caught = _database_checks([user_id], told)["profiles_broken"] == 1
+    checks = _database_checks([user_id], told)
+    sql_caught = checks["profiles_broken"] == 1
+    grants_caught = checks["grant_problems"] >= 1  # the balance no longer what its grants hold
     audit = _audit()
     return {
-        "caught": sql_caught and audit["clean"] is not True,
+        "caught": sql_caught and grants_caught and audit["clean"] is not True,
         "sql_caught": sql_caught,
+        "grants_caught": grants_caught,
         "audit_exit": audit.get("exit_code"),
     }
+
+
+def _expired_open(now) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM billing_creditgrant WHERE remaining > 0 AND expires_at <= %s", [now])
+        return cursor.fetchone()[0]
 
 
 def _audit() -> dict:

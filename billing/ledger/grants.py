@@ -21,7 +21,8 @@ from billing import signals
 from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
 
 # The drawdown order, the one definition (the PostgreSQL function billing_draw, installed by
-# migration 0016, spells the same order in SQL; tests/test_ledger_sql.py holds the two together):
+# migration 0018, spells the same order in SQL; tests/test_ledger_sql.py and
+# tests/test_grants_many.py hold the two together):
 # soonest expiry first, never-expiring last; then promotional before paid ("promotional" sorts
 # after "paid", so descending); then the oldest grant first.
 DRAWDOWN_ORDER = (F("expires_at").asc(nulls_last=True), F("category").desc(), F("created_at").asc(), F("id").asc())
@@ -41,9 +42,13 @@ def draw(alias: str, profile_id: int, entry: LedgerEntry, amount: int, now, *, f
     """Take `amount` credits from the profile's open grants for the debit `entry`: the grant
     `first_grant_id` first when given (a refund takes from the payment's own grant), then the
     drawdown order. The balance has already been taken down by `amount`."""
-    rows = list(open_grants(alias, profile_id, now).values_list("id", "remaining"))
-    if first_grant_id is not None:
-        rows.sort(key=lambda row: row[0] != first_grant_id)  # stable: the rest keep their order
+    # Every open grant holds at least one credit, so `amount` grants always suffice: reading only
+    # those keeps a debit's cost the same however many grants the profile holds open.
+    grants = open_grants(alias, profile_id, now).values_list("id", "remaining")
+    if first_grant_id is None:
+        rows = list(grants[:amount])
+    else:
+        rows = list(grants.filter(pk=first_grant_id)) + list(grants.exclude(pk=first_grant_id)[:amount])
     left, allocations = amount, []
     for grant_id, remaining in rows:
         take = min(remaining, left)

@@ -133,8 +133,8 @@ def claw_back_credits(
     fields = _fields(-amount, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
-        now = timezone.now()
         profile = _locked_profile(alias, user)
+        now = timezone.now()  # once the lock is won: what has expired by then is not drawn
         if idempotency_key is not None:
             # Under the profile's row lock, so an earlier clawback with this key has committed.
             done = LedgerEntry.objects.using(alias).filter(idempotency_key=idempotency_key).first()
@@ -161,8 +161,8 @@ def reinstate_credits(user, amount: int, *, payment: Payment, reason: str, idemp
     fields = _fields(amount, kind=Kind.REINSTATEMENT, reason=reason, payment=payment, idempotency_key=idempotency_key)
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
-        now = timezone.now()
         profile = _locked_profile(alias, user)
+        now = timezone.now()
         done = LedgerEntry.objects.using(alias).select_related("profile").filter(idempotency_key=idempotency_key)
         if done:
             return _check_same_operation(done[0], user, fields)

@@ -3,7 +3,7 @@
 - A credit is one statement of data-modifying CTEs: the conditional UPDATE of the balance (and
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
-- A debit is one call of the PL/pgSQL function `billing_spend` (migrations 0010, 0016): the conditional
+- A debit is one call of the PL/pgSQL function `billing_spend` (migration 0018): the conditional
   UPDATE (which takes the profile's row lock), the ledger INSERT, then the draws from the grants
   in the drawdown order, each read after the lock was won.
 
@@ -47,7 +47,7 @@ WITH u AS (
 SELECT id, profile_id, balance_after FROM e
 """
 
-# billing_spend is installed by migration 0010 and taught about holds by 0016 (their docstrings have the steps).
+# billing_spend and billing_draw are installed by migration 0018 (its docstring has the steps).
 _DEBIT_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_spend(
     %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
@@ -70,7 +70,7 @@ FROM u
 RETURNING id, profile_id
 """
 
-# billing_capture is installed by migration 0016 (its docstring has the steps).
+# billing_capture is installed by migration 0018 (its docstring has the steps).
 _CAPTURE_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_capture(
     %(hold_id)s::bigint, %(amount)s::bigint, %(reason)s::text, %(idempotency_key)s::text, %(now)s::timestamptz

@@ -53,6 +53,10 @@ BEGIN
         SELECT id, remaining FROM billing_creditgrant
         WHERE billing_creditgrant.profile_id = p_profile AND remaining > 0
         ORDER BY expires_at ASC NULLS LAST, category DESC, created_at, id
+        -- Every open grant holds at least one credit, so p_amount grants always suffice; the
+        -- LIMIT lets the planner read the first rows of billing_grant_open_drawdown instead of
+        -- sorting every open grant (migration 0016).
+        LIMIT p_amount
     LOOP
         v_draw := LEAST(g.remaining, v_left);
         UPDATE billing_creditgrant SET remaining = remaining - v_draw WHERE id = g.id;
@@ -121,15 +125,15 @@ def create(apps, schema_editor):
 
 
 def drop(apps, schema_editor):
-    # Back to the spend of migration 0010, which knows no holds.
+    # Back to the spend of migration 0016, which knows no holds.
     from importlib import import_module
 
-    previous = import_module("billing.migrations.0010_ledger_spend_function")
+    previous = import_module("billing.migrations.0016_ledger_spend_reads_only_the_grants_it_draws")
     run_on_postgresql(schema_editor, previous.FUNCTION_SQL)
     run_on_postgresql(schema_editor, DROP_SQL)
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0015_holds")]
+    dependencies = [("billing", "0017_holds")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]

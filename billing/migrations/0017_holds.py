@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0014_grant_credits_permission"),
+        ("billing", "0016_ledger_spend_reads_only_the_grants_it_draws"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0016_ledger_functions_with_holds"),
+        ("billing", "0018_ledger_functions_with_holds"),
     ]
 
     operations = [
