@@ -92,20 +92,23 @@ def paid_view(view, *, amount: int, reason: str | None, metered: bool, expires_i
             if LedgerEntry.objects.filter(idempotency_key=f"spend:{request.user.pk}:{client_key}").exists():
                 # A key a direct ledger call (or a request before holds) spent: never run it again.
                 return _refusal(KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
-            # A repeat is answered before anything is reserved: a replay needs no credits.
-            _unclaimed, answer = _claim(request, client_key, _fingerprint(request, label, amount), None)
+        claim = None
+        if client_key:
+            # Claimed before anything is reserved: a repeat of a finished request is replayed
+            # without needing credits, and concurrent copies wait for the first one.
+            claim, answer = _claim(request, client_key, _fingerprint(request, label, amount))
             if answer is not None:
                 return answer
         try:
             hold = ledger.hold_credits(request.user, amount, reason=label, **hold_options)
         except InsufficientCredits as short:
+            _let_go(claim)
             return _short(request, short, amount, up_to=metered)
-        claim = None
-        if client_key:
-            claim, answer = _claim(request, client_key, _fingerprint(request, label, amount), hold)
-            if answer is not None:
-                ledger.release_hold(hold)
-                return answer
+        except BaseException:
+            _let_go(claim)
+            raise
+        if claim is not None:
+            IdempotentRequest.objects.filter(pk=claim.pk).update(hold=hold)
         meter = Meter(hold=hold, up_to=amount, charged=0 if metered else amount)
         if metered:
             request.meter = meter
@@ -172,28 +175,19 @@ def _fingerprint(request, label: str, amount: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _claim(
-    request, key: str, fingerprint: str, hold: Hold | None
-) -> tuple[IdempotentRequest | None, HttpResponse | None]:
-    """Claim (user, key) for this request with its `hold`, or answer from the request that
-    claimed it first: its stored response, 422 for another request, or (after waiting for a
-    first request that is still running, up to the web timeout) 409. With `hold` None it only
-    looks: (None, None) when nobody has claimed the key."""
+def _claim(request, key: str, fingerprint: str) -> tuple[IdempotentRequest | None, HttpResponse | None]:
+    """Claim (user, key) for this request, or answer from the request that claimed it first:
+    its stored response, 422 for another request, or (after waiting for a first request that
+    is still running, up to the web timeout) 409."""
     deadline = time.monotonic() + float(app_settings.BILLING_WEB_TIMEOUT_SECONDS)
     while True:
-        if hold is not None:
-            try:
-                with transaction.atomic():
-                    claimed = IdempotentRequest.objects.create(
-                        user=request.user, key=key, fingerprint=fingerprint, hold=hold
-                    )
-                return claimed, None
-            except IntegrityError:
-                pass
-        stored = IdempotentRequest.objects.select_related("hold").filter(user=request.user, key=key).first()
+        try:
+            with transaction.atomic():
+                claimed = IdempotentRequest.objects.create(user=request.user, key=key, fingerprint=fingerprint)
+            return claimed, None
+        except IntegrityError:
+            stored = IdempotentRequest.objects.select_related("hold").filter(user=request.user, key=key).first()
         if stored is None:
-            if hold is None:
-                return None, None
             continue  # the first request failed and let go of the key meanwhile: claim it
         if stored.fingerprint != fingerprint:
             return None, _refusal(KEY_REUSED, HTTPStatus.UNPROCESSABLE_ENTITY)
@@ -213,7 +207,9 @@ def _claim(
 def _died(stored: IdempotentRequest) -> bool:
     hold = stored.hold
     if hold is None:
-        return True
+        # Claimed and not yet holding: a moment's work, unless the request died in between.
+        timeout = timedelta(seconds=float(app_settings.BILLING_WEB_TIMEOUT_SECONDS))
+        return stored.created_at < timezone.now() - timeout
     return hold.status in (Hold.Status.RELEASED, Hold.Status.EXPIRED) or (
         hold.status == Hold.Status.ACTIVE and hold.expires_at <= timezone.now()
     )
@@ -227,6 +223,12 @@ def _replay(stored: IdempotentRequest) -> HttpResponse:
         response["Location"] = stored.location
     response[REPLAYED_HEADER] = "true"
     return response
+
+
+def _let_go(claim: IdempotentRequest | None) -> None:
+    """Nothing was reserved: free the key for a retry."""
+    if claim is not None:
+        IdempotentRequest.objects.filter(pk=claim.pk, status_code__isnull=True).delete()
 
 
 def _abandon(hold: Hold, claim: IdempotentRequest | None) -> None:

@@ -243,7 +243,7 @@ def _replay_attack(servers, browser) -> dict:
     with ThreadPoolExecutor(REPLAYS) as pool:
         answers = list(pool.map(lambda i: fortune(i, "replayed-key-1"), range(REPLAYS)))
     fresh = fortune(0, "another-key")
-    spends = LedgerEntry.objects.filter(profile__user_id=browser.user_id, kind="spend").count()
+    spends = LedgerEntry.objects.filter(profile__user_id=browser.user_id, kind=LedgerEntry.Kind.CAPTURE).count()
     balance = ledger.get_balance(User.objects.get(pk=browser.user_id))
     connection.close()
     return {

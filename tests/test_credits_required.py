@@ -203,12 +203,15 @@ def _replay_in_child(user_id: int, key: str) -> tuple[int, str | None]:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_replays_in_many_processes_run_the_action_once(user):
-    ledger.add_credits(user, 10, kind=LedgerEntry.Kind.BONUS, reason="seed")
+@pytest.mark.parametrize("credits", [10, 1])
+def test_concurrent_replays_in_many_processes_run_the_action_once(user, credits):
+    # With one credit, the copies that lose the race must wait for the first answer, not find
+    # the balance reserved and answer 402 (the reliability suite's replayed-key attack found it).
+    ledger.add_credits(user, credits, kind=LedgerEntry.Kind.BONUS, reason="seed")
     results = run_in_processes(_replay_in_child, [(user.pk, "storm")] * 8)
     assert {status for status, _ in results} == {HTTPStatus.CREATED}
     assert len({body for _, body in results}) == 1  # every process got the first response
-    assert ledger.get_balance(user) == 9
+    assert ledger.get_balance(user) == credits - 1
     assert LedgerEntry.objects.filter(kind="capture").count() == 1
 
 
