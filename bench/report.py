@@ -15,7 +15,6 @@ TRIVIAL_PATHS = ("/billing/", "/api/current_user")
 ADMIN_LIST_MS = 500
 AUDIT_MS = 30_000
 SHOW_CREDITS_MS = 100
-MAX_QUERIES = 6
 GROWTH_LIMIT = 1.5  # "does not grow with the ledger": big / small median latency
 MANY_GRANTS_LIMIT = 1.5  # a spend on a profile with 100 open grants against one with 3
 
@@ -76,9 +75,11 @@ def targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
     scale = report["parts"].get("scale")
     if scale:
         for path in TRIVIAL_PATHS:
-            queries = scale["queries"].get((path, "big"))
-            if queries is not None:
-                rows.append((f"GET {path} queries", f"≤ {MAX_QUERIES}", str(queries), queries <= MAX_QUERIES))
+            few, many = scale["queries"].get((path, "small")), scale["queries"].get((path, "big"))
+            if few is not None and many is not None:
+                # Constant, whatever the ledger's size (the page's own budget is a contract test:
+                # tests/test_query_counts.py).
+                rows.append((f"GET {path} queries, small → big ledger", "constant", f"{few} → {many}", few == many))
             small, big = scale["pages"].get((path, "small")), scale["pages"].get((path, "big"))
             if small and big:
                 growth = big.median / small.median

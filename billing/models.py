@@ -43,7 +43,7 @@ class Profile(models.Model):
     next_expiry = models.DateTimeField(null=True, blank=True, editable=False)
     # Credits reserved by active holds: what can be spent now is credits - held. Expired holds
     # count until swept; `next_hold_expiry` (no active hold expires before it) says when to sweep.
-    held = models.BigIntegerField(default=0, editable=False)
+    held = models.BigIntegerField(default=0, db_default=0, editable=False)
     next_hold_expiry = models.DateTimeField(null=True, blank=True, editable=False)
     stripe_customer_id = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
