@@ -389,7 +389,7 @@ def main() -> int:
         step("manage.py billing_periodic, then the worker runs what it enqueued (db_worker --batch)")
         print(textwrap.indent(run([*manage, "billing_periodic"], cwd=project, env=env).strip(), "    "))
         run([*manage, "db_worker", "--batch", "--no-reload", "--no-startup-delay"], cwd=project, env=env)
-        left = run([*manage, "shell", "-c", UNFINISHED_TASKS], cwd=project, env=env).strip()
+        left = run([*manage, "shell", "-v", "0", "-c", UNFINISHED_TASKS], cwd=project, env=env).strip()
         if left != "0":
             raise CheckFailed(f"the worker left {left} task(s) unfinished or failed")
         run(
