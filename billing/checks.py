@@ -15,6 +15,10 @@ E012      STRIPE_JS_URL / STRIPE_API_BASE is not an http(s) URL
 E013      one Stripe call with its retries can outlast the web worker's timeout (the page would get
           the server's bare error instead of billing's JSON 503)
 E014      BILLING_SIGNUP_GRANT malformed (not "5", "3/30d" or None)
+E015      TASKS names no "default" backend, or one that cannot be loaded: billing's background work
+          (billing.tasks) goes to the default backend. With no TASKS at all, django-tasks runs each
+          task where it is enqueued (its ImmediateBackend), which is a working default: the
+          periodic command then does the work itself (docs/INSTALL.md "Background work").
 """
 
 from __future__ import annotations
@@ -261,3 +265,25 @@ def check_stripe_fits_the_web_timeout(app_configs=None, **kwargs):
             id="billing.E013",
         )
     ]
+
+
+@checks.register()
+def check_task_backend(app_configs=None, **kwargs):
+    from django_tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+    from django_tasks.exceptions import InvalidTaskBackendError
+
+    hint = 'Set TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}} (docs/INSTALL.md).'
+    tasks = app_settings.TASKS
+    if tasks is None:
+        return []  # django-tasks' own default: tasks run where they are enqueued
+    if not isinstance(tasks, dict) or DEFAULT_TASK_BACKEND_ALIAS not in tasks:
+        return [
+            checks.Error(
+                "TASKS has no 'default' backend, where billing enqueues its tasks.", hint=hint, id="billing.E015"
+            )
+        ]
+    try:
+        task_backends[DEFAULT_TASK_BACKEND_ALIAS]
+    except (InvalidTaskBackendError, KeyError, TypeError, ImportError) as exc:
+        return [checks.Error(f"TASKS' default backend cannot be loaded: {exc}", hint=hint, id="billing.E015")]
+    return []

@@ -65,6 +65,8 @@ DEFAULTS: dict[str, object] = {
     # django-csp 4's CONTENT_SECURITY_POLICY), which billing.E009 checks lets Stripe.js work.
     "SECURE_CSP": None,
     "CONTENT_SECURITY_POLICY": None,
+    # Read, never required: the task backends (django-tasks' TASKS), which billing.E015 checks.
+    "TASKS": None,
 }
 
 

@@ -485,3 +485,15 @@ class IdempotentRequest(models.Model):
 
     def __str__(self):
         return f"{self.key} ({self.status_code})"
+
+
+class PeriodicJob(models.Model):
+    """When a periodic job (billing.tasks.PERIODIC) was last enqueued. One row per job: the
+    `billing_periodic` command claims a due job with one conditional UPDATE of this row, so of
+    two runs at once only one enqueues it, and a job is enqueued at most once per its period."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    last_enqueued_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} (last enqueued {self.last_enqueued_at:%Y-%m-%d %H:%M:%S})"

@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.socialaccount",
     "allauth.socialaccount.providers.google",
+    "django_tasks",
+    "django_tasks_db",
     "accounts",
     "billing",
     "core",
@@ -84,6 +86,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers wait for the lock instead of failing at once; IMMEDIATE takes the write lock at
     # BEGIN so two transactions never deadlock upgrading read locks.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+
+# Background work (billing.tasks) through Django's tasks API: the database backend, so it needs no
+# other service; `manage.py db_worker` runs the tasks (Procfile `worker`, `make run`). At scale,
+# another backend (README "Background work") is a settings change.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # One cache for every worker and server: allauth's login throttling (ACCOUNT_RATE_LIMITS) counts
 # attempts in it, and a per-process cache would let each gunicorn worker grant its own budget.

@@ -1,5 +1,8 @@
 """`make run`: set up the database and run the development site.
 
+Beside the site run a task worker (`manage.py db_worker`, billing's background work) and, every
+minute, `manage.py billing_periodic`, as a scheduler would in production (docs/INSTALL.md).
+
 With no STRIPE_SECRET_KEY in the environment (a newcomer with no Stripe account), localstripe,
 the offline Stripe stand-in, starts on loopback next to the site; the site's Stripe API, Stripe.js
 and webhook all point at it, and it stops when the site does (Ctrl-C). With real keys set, the
@@ -15,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +28,7 @@ from scripts import localstripe_server  # noqa: E402
 
 DEV_WEBHOOK_SECRET = "whsec_local_dev"  # noqa: S105  (signs localstripe's deliveries on loopback; not a secret)
 WEBHOOK_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed"]
+PERIODIC_EVERY_SECONDS = 60
 
 
 def port_is_free(port: int) -> bool:
@@ -79,7 +84,8 @@ def main() -> int:
     port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]
 
-    localstripe = server = None
+    localstripe = server = worker = None
+    stopping = threading.Event()
     if env.get("STRIPE_SECRET_KEY", "").strip():
         stripe_line = "real Stripe (STRIPE_SECRET_KEY is set)"
     else:
@@ -90,16 +96,28 @@ def main() -> int:
         print(banner(f"http://127.0.0.1:{port}/", stripe_line), flush=True)
         # Its own process group, so stopping it also stops the autoreloader's child server.
         server = subprocess.Popen([*manage, "runserver", f"127.0.0.1:{port}"], env=env, cwd=ROOT, process_group=0)
+        worker = subprocess.Popen([*manage, "db_worker"], env=env, cwd=ROOT, process_group=0)
+        threading.Thread(target=run_periodic, args=(manage, env, stopping), daemon=True).start()
         return server.wait()
     finally:
-        if server is not None:
-            stop_server(server)
+        stopping.set()
+        for process in (server, worker):
+            if process is not None:
+                stop_server(process)
         if localstripe is not None:
             localstripe_server.stop(localstripe)
 
 
+def run_periodic(manage: list[str], env: dict[str, str], stopping: threading.Event) -> None:
+    """`manage.py billing_periodic` every minute until `stopping` is set: the scheduler's part."""
+    while not stopping.is_set():
+        subprocess.run([*manage, "billing_periodic", "-v0"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+        stopping.wait(PERIODIC_EVERY_SECONDS)
+
+
 def stop_server(server: subprocess.Popen) -> None:
-    """Stop runserver and its autoreloader child (their own process group): politely, then not."""
+    """Stop a server (runserver, the worker) and its autoreloader child (their own process group):
+    politely, then not."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if server.poll() is not None:
             return

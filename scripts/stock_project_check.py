@@ -6,11 +6,12 @@
    templates, static files, migrations and commands, and nothing of the project around it.
 2. Creates a fresh virtualenv and installs the wheel there (its dependencies from the package
    index) plus the project's database driver; `django-admin startproject` in a temporary directory.
-3. Adds only what docs/INSTALL.md says (INSTALLED_APPS, URLs, the three Stripe keys,
+3. Adds only what docs/INSTALL.md says (INSTALLED_APPS, TASKS, URLs, the three Stripe keys,
    STRIPE_API_BASE pointing at a localstripe this script starts), a sign-in page and one tiny
    paid view using `@credits_required(1)`; Django's default `auth.User`.
 4. Migrates on PostgreSQL (DATABASE_URL's server, database STOCK_CHECK_DB, default `stock_check`,
-   dropped and re-created), runs `manage.py check`, starts runserver on a free loopback port, and
+   dropped and re-created), runs `manage.py check`, `billing_periodic` and a worker that runs
+   what it enqueued (`db_worker --batch`), starts runserver on a free loopback port, and
    over HTTP (session cookie, CSRF) signs in, opens /billing/, buys the starter pack through
    POST /billing/charge/ with a PaymentMethod made at localstripe, and spends a credit.
 
@@ -65,7 +66,12 @@ WHEEL_MUST_HAVE = [
     "billing/migrations/0001_initial.py",
     "billing/management/commands/adjust_credits.py",
     "billing/management/commands/reconcile_payments.py",
+    "billing/management/commands/billing_periodic.py",
+    "billing/tasks.py",
 ]
+UNFINISHED_TASKS = (
+    "from django_tasks_db.models import DBTaskResult; print(DBTaskResult.objects.exclude(status='SUCCESSFUL').count())"
+)
 WHEEL_MUST_NOT = (
     "core/",
     "accounts/",
@@ -153,7 +159,8 @@ def start_project(out: Path, python: Path, *, stripe_base: str, database: dict) 
             f"""
 
             # --- docs/INSTALL.md ---
-            INSTALLED_APPS += ["billing"]
+            INSTALLED_APPS += ["django_tasks", "django_tasks_db", "billing"]
+            TASKS = {{"default": {{"BACKEND": "django_tasks_db.DatabaseBackend"}}}}
             STRIPE_SECRET_KEY = "sk_test_stock_check"
             STRIPE_PUBLISHABLE_KEY = "pk_test_stock_check"
             STRIPE_WEBHOOK_SECRET = "whsec_stock_check"
@@ -379,6 +386,12 @@ def main() -> int:
         run([*manage, "migrate", "--no-input", "-v", "0"], cwd=project, env=env)
         step("manage.py check")
         print(textwrap.indent(run([*manage, "check", "--fail-level", "WARNING"], cwd=project, env=env).strip(), "    "))
+        step("manage.py billing_periodic, then the worker runs what it enqueued (db_worker --batch)")
+        print(textwrap.indent(run([*manage, "billing_periodic"], cwd=project, env=env).strip(), "    "))
+        run([*manage, "db_worker", "--batch", "--no-reload", "--no-startup-delay"], cwd=project, env=env)
+        left = run([*manage, "shell", "-v", "0", "-c", UNFINISHED_TASKS], cwd=project, env=env).strip()
+        if left != "0":
+            raise CheckFailed(f"the worker left {left} task(s) unfinished or failed")
         run(
             [
                 *manage,

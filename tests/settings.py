@@ -18,3 +18,6 @@ STRIPE_MAX_NETWORK_RETRIES = 0
 BILLING_CHARGE_RATE_LIMIT = "1000/60"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# Tasks run where they are enqueued, so a test sees their effect at once; tests/test_tasks.py also
+# runs the project's database backend with a real worker.
+TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}

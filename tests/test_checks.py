@@ -139,3 +139,19 @@ def test_the_procfile_and_the_settings_agree_on_the_worker_timeout(settings):
     procfile = (ROOT / "Procfile").read_text()
     assert "--timeout ${WEB_TIMEOUT:-30}" in procfile
     assert settings.BILLING_WEB_TIMEOUT_SECONDS == 30
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [{"other": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}, {"default": {"BACKEND": "nowhere.X"}}],
+)
+def test_tasks_without_a_loadable_default_backend_is_billing_e015(settings, tasks):
+    from billing.checks import check_task_backend  # django-tasks' own check stops at a backend it cannot load
+
+    settings.TASKS = tasks
+    assert [error.id for error in check_task_backend()] == ["billing.E015"]
+
+
+def test_no_tasks_setting_is_django_tasks_default_and_passes(settings):
+    del settings.TASKS
+    assert "billing.E015" not in ids()
