@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0019_idempotent_request_hold"),
+        ("billing", "0020_profile_held_db_default"),
     ]
 
     operations = [
