@@ -66,9 +66,15 @@ class ChargeResult:
 # --- the use cases ---------------------------------------------------------------------------
 
 
-def start_charge(user, *, pack_slug, payment_method, accept_card_tokens=False) -> ChargeResult:
+def start_charge(
+    user, *, pack_slug, payment_method, accept_card_tokens=False, customer: str | None = None, off_session=False
+) -> ChargeResult:
     """Charge `user` for the active pack `pack_slug` with the card `payment_method` ("pm_...", or
     with `accept_card_tokens` also a legacy "tok_..." the original React client posts).
+
+    A saved card is charged with its Stripe `customer` (billing.cards); `off_session` when the
+    user is not there to authenticate (auto-recharge). Either way the payment goes through the
+    same Payment and billing.fulfilment path as a card typed in.
 
     Raises InvalidCharge (nothing created) for bad input; CardDeclined or InvalidPaymentRequest
     (the payment recorded as failed) when Stripe refuses; StripeUnavailable (the payment left
@@ -101,6 +107,8 @@ def start_charge(user, *, pack_slug, payment_method, accept_card_tokens=False) -
                 "pack": pack.slug,
             },
             idempotency_key=intent_idempotency_key(payment),
+            customer=customer,
+            off_session=off_session,
         )
     except CardDeclined as declined:
         # Stripe's decline names the intent the attempt made (now requires_payment_method).

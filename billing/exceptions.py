@@ -12,6 +12,8 @@ table (`billing.http.ERROR_STATUS`).
     ├── BadRequest                 a request body that is not a small JSON object (400)
     ├── InvalidCharge              what the client asked to buy cannot be charged (400)
     ├── PaymentNotFound            not this user's payment (404)
+    ├── InvalidCard                a card or card setup that cannot be saved for this user (400)
+    ├── NoSavedCard                the user has no saved card to charge or remove (404)
     ├── PaymentInProgress          the outcome is not known yet (409)
     ├── PaymentMismatch            Stripe's facts contradict our payment: never credit (409)
     ├── CreditingRefused           Stripe took the money, the ledger refused the credits (500)
@@ -86,6 +88,19 @@ class PaymentNotFound(BillingError):
     """No such payment for this user (another user's payments do not exist, as far as they know)."""
 
     default_message = _("No such payment.")
+
+
+class InvalidCard(BillingError):
+    """What the client sent cannot be saved as this user's card (malformed id, a setup that did not
+    succeed, or one made for another customer: another user's setups do not exist, as far as they know)."""
+
+    default_message = _("That card could not be saved. Try again.")
+
+
+class NoSavedCard(BillingError):
+    """The user has no saved card (never saved, or removed meanwhile)."""
+
+    default_message = _("You have no saved card. Save a card first.")
 
 
 class PaymentInProgress(BillingError):

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy
 
 from billing import exceptions
 from billing.charges import ChargeResult
+from billing.models import SavedCard
 from billing.stripe_gateway import IntentStatus
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ ERROR_STATUS = (
     (exceptions.InvalidPaymentRequest, HTTPStatus.BAD_REQUEST),
     (exceptions.InsufficientCredits, HTTPStatus.PAYMENT_REQUIRED),
     (exceptions.CardDeclined, HTTPStatus.PAYMENT_REQUIRED),
+    (exceptions.InvalidCard, HTTPStatus.BAD_REQUEST),
     (exceptions.PaymentNotFound, HTTPStatus.NOT_FOUND),
+    (exceptions.NoSavedCard, HTTPStatus.NOT_FOUND),
     (exceptions.PaymentInProgress, HTTPStatus.CONFLICT),
     (exceptions.PaymentMismatch, HTTPStatus.CONFLICT),
     (exceptions.IdempotencyKeyReused, HTTPStatus.UNPROCESSABLE_ENTITY),
@@ -132,4 +135,19 @@ def charge_response(result: ChargeResult) -> JsonResponse:
             "error": _("Your payment is still processing. Your credits will appear once it completes."),
         },
         status=HTTPStatus.ACCEPTED,
+    )
+
+
+def card_response(card: SavedCard, *, status: int = HTTPStatus.OK) -> JsonResponse:
+    """A saved card as the page shows it (never more than Stripe shows: brand, last 4, expiry)."""
+    return JsonResponse(
+        {
+            "card": {
+                "brand": card.brand,
+                "last4": card.last4,
+                "exp_month": card.exp_month,
+                "exp_year": card.exp_year,
+            }
+        },
+        status=status,
     )

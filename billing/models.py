@@ -66,6 +66,31 @@ class Profile(models.Model):
         return f"{self.user} ({self.credits} credits)"
 
 
+class SavedCard(models.Model):
+    """A card saved at Stripe (attached to the profile's Customer) for one-click and off-session
+    purchases. Invariant: at most one per profile (the one-to-one), and one row per Stripe card.
+
+    Written by billing.cards only; the brand, last 4 and expiry are Stripe's, for the page."""
+
+    profile = models.OneToOneField(Profile, on_delete=models.CASCADE, related_name="saved_card")
+    stripe_payment_method_id = models.CharField(max_length=255, unique=True)
+    brand = models.CharField(max_length=32, blank=True)
+    last4 = models.CharField(max_length=4)
+    exp_month = models.PositiveSmallIntegerField()
+    exp_year = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(exp_month__gte=1) & Q(exp_month__lte=12), name="billing_savedcard_exp_month_1_12"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.brand or 'card'} •••• {self.last4} ({self.exp_month:02d}/{self.exp_year})"
+
+
 class CreditPack(models.Model):
     """Something for sale: `credits` for `amount` minor units of `currency`. The server's price is the only price."""
 

@@ -166,8 +166,13 @@ def create_payment_intent(
     metadata: dict,
     idempotency_key: str,
     customer: str | None = None,
+    off_session: bool = False,
 ) -> Intent:
     """Create and confirm a card PaymentIntent in one call (server-side confirmation).
+
+    A saved card is charged with its `customer` (Stripe refuses a customer's card without it);
+    `off_session` says the customer is not there to authenticate (auto-recharge), so a bank that
+    wants them makes Stripe refuse the charge instead of asking for 3-D Secure.
 
     Answers the intent (succeeded, requires_action, processing...); raises CardDeclined when the
     card is refused at once (the intent then stays requires_payment_method at Stripe).
@@ -182,6 +187,8 @@ def create_payment_intent(
     }
     if customer:
         params["customer"] = customer
+    if off_session:
+        params["off_session"] = True
     with _translated_errors("create payment intent"):
         intent = client().v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
     return _intent(intent)
@@ -229,6 +236,77 @@ def find_payment_intents(*, metadata_key: str, metadata_value: str) -> list[Inte
         result = client().v1.payment_intents.search(params={"query": query, "limit": 100})
     found = [_intent(pi) for pi in result.data]
     return [i for i in found if i.metadata.get(metadata_key) == value]
+
+
+# --- customers and saved cards ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupIntent:
+    id: str
+    status: str  # "succeeded" once the card is set up for later payments
+    customer: str | None
+    payment_method: str | None
+    client_secret: str | None
+
+
+@dataclass(frozen=True)
+class CardDetails:
+    """A card PaymentMethod as the page shows it; `customer` is the one it is attached to, if any."""
+
+    id: str
+    customer: str | None
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+def create_customer(*, email: str, metadata: dict, idempotency_key: str) -> str:
+    """Create a Customer and answer its id."""
+    params = {"email": email, "metadata": {key: str(value) for key, value in metadata.items()}}
+    with _translated_errors("create customer"):
+        customer = client().v1.customers.create(params=params, options={"idempotency_key": idempotency_key})
+    return customer.id
+
+
+def create_setup_intent(*, customer: str, metadata: dict, idempotency_key: str) -> SetupIntent:
+    """A SetupIntent for saving a card to `customer` for later off-session charges; the page
+    confirms it with Stripe.js (`confirmCardSetup`), which runs 3-D Secure if the bank wants it."""
+    params = {
+        "customer": customer,
+        "usage": "off_session",
+        "payment_method_types": ["card"],
+        "metadata": {key: str(value) for key, value in metadata.items()},
+    }
+    with _translated_errors("create setup intent"):
+        intent = client().v1.setup_intents.create(params=params, options={"idempotency_key": idempotency_key})
+    return _setup_intent(intent.to_dict())
+
+
+def retrieve_setup_intent(setup_intent_id: str) -> SetupIntent:
+    with _translated_errors("retrieve setup intent"):
+        intent = client().v1.setup_intents.retrieve(setup_intent_id)
+    return _setup_intent(intent.to_dict())
+
+
+def retrieve_card(payment_method_id: str) -> CardDetails:
+    with _translated_errors("retrieve payment method"):
+        method = client().v1.payment_methods.retrieve(payment_method_id)
+    return _card(method.to_dict())
+
+
+def attach_card(payment_method_id: str, *, customer: str) -> CardDetails:
+    """Attach the card to `customer`, so it can be charged later with that customer."""
+    with _translated_errors("attach payment method"):
+        method = client().v1.payment_methods.attach(payment_method_id, params={"customer": customer})
+    return _card(method.to_dict())
+
+
+def detach_card(payment_method_id: str) -> None:
+    """Detach the card from its customer: Stripe will not charge it again."""
+    with _translated_errors("detach payment method", quiet=True):
+        client().v1.payment_methods.detach(payment_method_id)
 
 
 # --- refunds ---------------------------------------------------------------------------------
@@ -345,6 +423,35 @@ def _refund(data: dict) -> Refund:
         amount=int(data.get("amount") or 0),
         status=str(data.get("status") or ""),
         charge_amount_refunded=int(charge_refunded) if isinstance(charge_refunded, int) else None,
+    )
+
+
+def _id_of(value) -> str | None:
+    """An id Stripe may answer as a string or, expanded, as an object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _setup_intent(data: dict) -> SetupIntent:
+    return SetupIntent(
+        id=data["id"],
+        status=str(data.get("status") or ""),
+        customer=_id_of(data.get("customer")),
+        payment_method=_id_of(data.get("payment_method")),
+        client_secret=data.get("client_secret"),
+    )
+
+
+def _card(data: dict) -> CardDetails:
+    card = data.get("card") or {}
+    return CardDetails(
+        id=data["id"],
+        customer=_id_of(data.get("customer")),
+        brand=str(card.get("brand") or ""),
+        last4=str(card.get("last4") or ""),
+        exp_month=int(card.get("exp_month") or 0),
+        exp_year=int(card.get("exp_year") or 0),
     )
 
 

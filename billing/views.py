@@ -1,11 +1,15 @@
 """The billing page and the charge endpoints (docs/INSTALL.md, "URLs"); the work is in
 billing.charges, the JSON handling in billing.http."""
 
-from django.contrib.auth.decorators import login_required
+from http import HTTPStatus
 
-from billing import charges, selectors
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+
+from billing import cards, charges, selectors
 from billing.conf import app_settings
-from billing.http import charge_response, json_post_endpoint, read_json_object
+from billing.exceptions import BadRequest, NoSavedCard
+from billing.http import card_response, charge_response, json_post_endpoint, read_json_object
 from billing.ledger import get_balance
 from billing.pages import render_page
 from billing.ratelimit import rate_limited
@@ -27,6 +31,8 @@ def billing_page(request):
             "holds": holds,
             "on_hold": sum(hold.amount for hold in holds),
             "packs": selectors.active_packs(),
+            "saved_card": cards.saved_card(request.user),
+            "stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY or "",
             "payments": selectors.recent_payments(request.user),
             "ledger": selectors.ledger_page(
                 request.user, request.GET.get("page"), per_page=app_settings.BILLING_LEDGER_PAGE_SIZE
@@ -41,9 +47,17 @@ def billing_page(request):
 @rate_limited("charge")
 @json_post_endpoint
 def charge(request):
-    """POST {"pack": slug, "payment_method": "pm_..."}: buy a pack (docs/INSTALL.md, "URLs")."""
+    """POST {"pack": slug, "payment_method": "pm_..."}, or {"pack": slug, "saved_card": true} to
+    pay with the saved card: buy a pack (docs/INSTALL.md, "URLs")."""
     data = read_json_object(request)
-    result = charges.start_charge(request.user, pack_slug=data.get("pack"), payment_method=data.get("payment_method"))
+    if "saved_card" in data:
+        if data["saved_card"] is not True or "payment_method" in data:
+            raise BadRequest("saved_card must be true, without a payment_method")
+        result = cards.buy_with_saved_card(request.user, pack_slug=data.get("pack"))
+    else:
+        result = charges.start_charge(
+            request.user, pack_slug=data.get("pack"), payment_method=data.get("payment_method")
+        )
     return charge_response(result)
 
 
@@ -52,3 +66,35 @@ def charge(request):
 def confirm_charge(request, payment_id: int):
     """POST after 3-D Secure: settle the payment from Stripe's answer. The body is ignored."""
     return charge_response(charges.confirm_charge(request.user, payment_id))
+
+
+# --- saved cards (docs/INSTALL.md, "Saved cards"): JSON in, JSON out; the work is in billing.cards ----------
+
+
+@rate_limited("card")
+@json_post_endpoint
+def card_setup(request):
+    """POST: a SetupIntent for the user's Stripe Customer; its client_secret is for Stripe.js
+    confirmCardSetup. The body is ignored."""
+    setup = cards.start_card_setup(request.user)
+    return JsonResponse({"setup_intent": setup.id, "client_secret": setup.client_secret})
+
+
+@rate_limited("card")
+@json_post_endpoint
+def save_card(request):
+    """POST {"setup_intent": "seti_..."} once Stripe.js confirmed it: save its card (201)."""
+    data = read_json_object(request)
+    card = cards.save_card_from_setup(request.user, data.get("setup_intent"))
+    return card_response(card, status=HTTPStatus.CREATED)
+
+
+@rate_limited("card")
+@json_post_endpoint
+def remove_card(request):
+    """POST: detach the saved card at Stripe and forget it. The body is ignored."""
+    card = cards.saved_card(request.user)
+    if card is None:
+        raise NoSavedCard(f"user {request.user.pk} has no saved card")
+    cards.remove_card(card)
+    return JsonResponse({"removed": True})

@@ -83,7 +83,15 @@ def test_the_ledger_hot_path_setting_is_a_plain_attribute_read(settings):
 def test_the_emaily_api_is_a_separate_include():
     from billing import urls, urls_emaily
 
-    assert {p.name for p in urls.urlpatterns} == {"index", "charge", "charge_confirm", "webhook"}
+    assert {p.name for p in urls.urlpatterns} == {
+        "index",
+        "charge",
+        "charge_confirm",
+        "card_setup",
+        "card_save",
+        "card_remove",
+        "webhook",
+    }
     assert {p.name for p in urls_emaily.urlpatterns} == {"api_current_user", "api_stripe", "api_logout"}
     assert get_resolver().resolve("/api/current_user").url_name == "api_current_user"
 

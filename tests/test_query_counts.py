@@ -18,8 +18,9 @@ from tests.stripe_helpers import stripe_signature
 
 MAX_QUERIES = 6
 # /billing/ also sums the open credit grants by category and expiry day (one GROUP BY query) to
-# say what expires when, and lists the credits on hold (one query on the active holds' index).
-MAX_QUERIES_BILLING_PAGE = MAX_QUERIES + 2
+# say what expires when, lists the credits on hold (one query on the active holds' index), and
+# reads the saved card (one query on its unique profile column).
+MAX_QUERIES_BILLING_PAGE = MAX_QUERIES + 3
 
 
 def give_history(user, *, entries: int, payments: int) -> None:

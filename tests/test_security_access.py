@@ -110,6 +110,11 @@ def expect_site(role):
             {},
             OK if role == "owner" else MISSING if signed_in else UNAUTH,
         ),
+        # Saved cards (tests/test_cards.py posts to card_setup, which asks Stripe): a GET is
+        # refused by every one; bad input before Stripe; nobody here has a card to remove.
+        "card_setup": ("GET", "/billing/cards/setup/", None, HTTPStatus.METHOD_NOT_ALLOWED),
+        "card_save": ("POST", "/billing/cards/", {"setup_intent": "not-a-seti"}, BAD if signed_in else UNAUTH),
+        "card_remove": ("POST", "/billing/cards/remove/", {}, MISSING if signed_in else UNAUTH),
         # No session opens the webhook: only a signature does.
         "webhook": ("POST", "/billing/webhook/", {"id": "evt_x", "type": "x", "data": {"object": {}}}, BAD),
         "api_current_user": ("GET", "/api/current_user", None, OK),
@@ -319,6 +324,8 @@ def state_changing(data, people):
         ("charge", "owner", "json", "/billing/charge/", BAD_CHARGE, BAD),
         ("confirm", "owner", "json", f"/billing/charge/{data['payment'].pk}/confirm/", {}, OK),
         ("api/stripe", "owner", "json", "/api/stripe", {"id": "not-a-pm"}, BAD),
+        ("card save", "owner", "json", "/billing/cards/", {"setup_intent": "not-a-seti"}, BAD),
+        ("card remove", "owner", "json", "/billing/cards/remove/", {}, MISSING),
         ("paid action", "owner", "form", "/fortune/", {}, FOUND),
         ("metered action", "owner", "form", "/fortune/long/", {}, FOUND),
         ("api logout", "owner", "form", "/api/logout", {}, FOUND),
@@ -387,7 +394,7 @@ def send(client, kind, path, body, token=None):
     return client.post(path, form)
 
 
-@pytest.mark.parametrize("index", range(12))
+@pytest.mark.parametrize("index", range(14))
 def test_csrf_is_required_on_every_state_changing_view(db, data, people, index):
     label, who, kind, path, body, with_token = state_changing(data, people)[index]
     user = people[who] if who else None

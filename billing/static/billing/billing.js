@@ -3,6 +3,8 @@
  * browser, then POST /billing/charge/ with {pack, payment_method}. The server names the price;
  * this page only names a pack. 3-D Secure: stripe.confirmCardPayment(client_secret), then
  * POST /billing/charge/<id>/confirm/. Plain JS, no build step, no inline script (CSP).
+ * The saved card section is the second part of this file (one script: the page loads Stripe.js
+ * and this, nothing else).
  */
 (function () {
   "use strict";
@@ -276,4 +278,232 @@
     openDialog(null);
   }
   updatePayLabel();
+})();
+
+/*
+ * The saved card on /billing/ (docs/INSTALL.md, "Saved cards"):
+ * - Save a card: POST /billing/cards/setup/ answers a SetupIntent's client_secret, Stripe.js
+ *   confirmCardSetup confirms it with the card Element (3-D Secure included), then
+ *   POST /billing/cards/ {setup_intent} saves its card.
+ * - Remove: after the user confirms, POST /billing/cards/remove/.
+ * - Buy with the saved card: POST /billing/charge/ {pack, saved_card: true}; 3-D Secure goes
+ *   through stripe.confirmCardPayment and /billing/charge/<id>/confirm/, as in billing.js.
+ * Stripe.js is loaded (deferred) with this script and used on first click.
+ */
+(function () {
+  "use strict";
+
+  const section = document.getElementById("saved-card");
+  if (!section) return;
+
+  const config = section.dataset;
+  const csrfToken = section.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const errorBox = section.querySelector("#saved-card-error");
+  const dialog = document.getElementById("save-card-dialog");
+  let stripe = null;
+  let card = null;
+  let busy = false;
+
+  function getStripe() {
+    if (!stripe && typeof window.Stripe === "function") stripe = window.Stripe(config.stripeKey);
+    return stripe;
+  }
+
+  async function postJSON(url, data) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify(data || {}),
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    return { status: response.status, body: body || {} };
+  }
+
+  function messageFor(result) {
+    if (result.status === 401) return "Your session has ended. Sign in again, then retry.";
+    if (result.status === 403) return "This page has expired. Reload it and try again.";
+    if (result.body.error) return result.body.error;
+    return "Something went wrong (error " + result.status + "). Reload the page and try again.";
+  }
+
+  function showError(box, message) {
+    box.textContent = message || "";
+  }
+
+  // --- buying with the saved card --------------------------------------------------------------
+  async function buyWithSavedCard(button) {
+    if (busy) return;
+    busy = true;
+    const label = button.textContent;
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    button.textContent = "Processing…";
+    showError(errorBox, "");
+    try {
+      let result = await postJSON(config.chargeUrl, { pack: button.dataset.buySaved, saved_card: true });
+      if (result.status === 200 && result.body.status === "requires_action") {
+        result = await authenticate(result.body);
+      }
+      if (result.status === 200 && result.body.status === "succeeded") {
+        return reloadWith("bought", result.body.added);
+      }
+      showError(errorBox, messageFor(result));
+    } catch (_) {
+      showError(errorBox, "We could not reach the server. Reload the page to check your balance before trying again.");
+    } finally {
+      busy = false;
+      button.disabled = false;
+      button.setAttribute("aria-busy", "false");
+      button.textContent = label;
+    }
+  }
+
+  async function authenticate(answer) {
+    const client = getStripe();
+    let outcome = null;
+    if (client) outcome = await client.confirmCardPayment(answer.client_secret);
+    const url = config.confirmUrl.replace("/0/", "/" + encodeURIComponent(answer.payment) + "/");
+    const result = await postJSON(url, {});
+    if (outcome && outcome.error && !(result.status === 200 && result.body.status === "succeeded")) {
+      return { status: 402, body: { error: outcome.error.message || "Your bank did not confirm the payment." } };
+    }
+    return result;
+  }
+
+  // --- removing it -------------------------------------------------------------------------------
+  async function removeCard(button) {
+    if (busy || !window.confirm(button.dataset.confirm)) return;
+    busy = true;
+    button.disabled = true;
+    try {
+      const result = await postJSON(config.removeUrl, {});
+      if (result.status === 200 || result.status === 404) return reloadWith("card", "removed");
+      showError(errorBox, messageFor(result));
+    } catch (_) {
+      showError(errorBox, "We could not reach the server. Try again.");
+    } finally {
+      busy = false;
+      button.disabled = false;
+    }
+  }
+
+  // --- saving one ----------------------------------------------------------------------------------
+  function openSaveDialog() {
+    if (!dialog) return;
+    const box = dialog.querySelector("#save-card-dialog-error");
+    const submit = dialog.querySelector("#save-card-submit");
+    showError(box, "");
+    if (!dialog.open) dialog.showModal();
+    if (!getStripe()) {
+      showError(box, "The card form could not load. Check your connection and reload the page.");
+      submit.disabled = true;
+      return;
+    }
+    if (!card) {
+      card = stripe.elements().create("card", {
+        style: { base: { fontSize: "16px", color: "#1d2433", "::placeholder": { color: "#98a2b3" } } },
+      });
+      card.mount(dialog.querySelector("#save-card-element"));
+    }
+    submit.disabled = false;
+    if (typeof card.focus === "function") card.focus();
+  }
+
+  async function saveCard() {
+    const box = dialog.querySelector("#save-card-dialog-error");
+    const submit = dialog.querySelector("#save-card-submit");
+    if (busy || !card) return;
+    busy = true;
+    submit.disabled = true;
+    submit.textContent = "Saving…";
+    showError(box, "");
+    try {
+      const setup = await postJSON(config.setupUrl, {});
+      if (setup.status !== 200) return showError(box, messageFor(setup));
+      // Stripe draws a bank's 3-D Secure window over the page; a modal dialog would cover it.
+      dialog.close();
+      let confirmed;
+      try {
+        confirmed = await stripe.confirmCardSetup(setup.body.client_secret, { payment_method: { card: card } });
+      } finally {
+        if (!dialog.open) dialog.showModal();
+      }
+      if (confirmed.error || !confirmed.setupIntent) {
+        return showError(box, (confirmed.error && confirmed.error.message) || "Your card could not be saved.");
+      }
+      const saved = await postJSON(config.saveUrl, { setup_intent: confirmed.setupIntent.id });
+      if (saved.status !== 201) return showError(box, messageFor(saved));
+      busy = false;
+      dialog.close();
+      return reloadWith("card", "saved");
+    } catch (_) {
+      showError(box, "We could not reach the server. Try again.");
+    } finally {
+      busy = false;
+      submit.disabled = false;
+      submit.textContent = "Save card";
+    }
+  }
+
+  // The page reloads after a change, so balance, history and buttons all come from the server.
+  function reloadWith(name, value) {
+    window.location.assign(window.location.pathname + "?" + name + "=" + encodeURIComponent(value) + "#saved-card");
+  }
+
+  const MESSAGES = {
+    saved: "Your card is saved. You can now buy credits with it in one click.",
+    removed: "Your card was removed.",
+  };
+
+  function announce(text) {
+    const main = document.querySelector("main");
+    if (!main) return;
+    const list = document.createElement("ul");
+    list.className = "messages";
+    list.setAttribute("role", "status");
+    const item = document.createElement("li");
+    item.className = "message message-success";
+    item.dataset.testid = "saved-card-message";
+    item.textContent = text;
+    list.appendChild(item);
+    main.prepend(list);
+  }
+
+  // --- wiring --------------------------------------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    const buy = event.target.closest("[data-buy-saved]");
+    if (buy) return buyWithSavedCard(buy);
+    const remove = event.target.closest("[data-remove-card]");
+    if (remove) return removeCard(remove);
+    if (event.target.closest("[data-save-card]")) return openSaveDialog();
+    if (event.target.closest("[data-close-save-card]") && dialog && !busy) dialog.close();
+  });
+
+  if (dialog) {
+    dialog.querySelector("#save-card-form").addEventListener("submit", function (event) {
+      event.preventDefault();
+      saveCard();
+    });
+    dialog.addEventListener("cancel", function (event) {
+      if (busy) event.preventDefault();
+    });
+  }
+
+  const params = new URLSearchParams(window.location.search);
+  const bought = params.get("bought");
+  const change = params.get("card");
+  if (bought !== null || change !== null) {
+    history.replaceState(null, "", window.location.pathname + "#saved-card");
+    if (bought && /^\d+$/.test(bought)) {
+      announce("Payment received: " + bought + " credit" + (bought === "1" ? "" : "s") + " added with your saved card.");
+    } else if (MESSAGES[change]) {
+      announce(MESSAGES[change]);
+    }
+  }
 })();
