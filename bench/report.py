@@ -16,6 +16,9 @@ ADMIN_LIST_MS = 500
 AUDIT_MS = 30_000
 SHOW_CREDITS_MS = 100
 MAX_QUERIES = 6
+# /billing/ also sums the open grants by category and expiry day, and lists the credits on hold:
+# the same budget as tests/test_query_counts.py.
+MAX_QUERIES_BY_PATH = {"/billing/": MAX_QUERIES + 2}
 GROWTH_LIMIT = 1.5  # "does not grow with the ledger": big / small median latency
 
 
@@ -41,7 +44,8 @@ def targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
         for path in TRIVIAL_PATHS:
             queries = scale["queries"].get((path, "big"))
             if queries is not None:
-                rows.append((f"GET {path} queries", f"≤ {MAX_QUERIES}", str(queries), queries <= MAX_QUERIES))
+                budget = MAX_QUERIES_BY_PATH.get(path, MAX_QUERIES)
+                rows.append((f"GET {path} queries", f"≤ {budget}", str(queries), queries <= budget))
             small, big = scale["pages"].get((path, "small")), scale["pages"].get((path, "big"))
             if small and big:
                 growth = big.median / small.median
