@@ -42,8 +42,8 @@ new_users AS (
     RETURNING id
 ),
 new_profiles AS (
-    INSERT INTO {profile} (user_id, credits, stripe_customer_id, created_at)
-    SELECT id, (SELECT coalesce(sum(delta), 0) FROM pattern), '', now() FROM new_users
+    INSERT INTO {profile} (user_id, credits, held, stripe_customer_id, created_at)
+    SELECT id, (SELECT coalesce(sum(delta), 0) FROM pattern), 0, '', now() FROM new_users
     RETURNING id
 ),
 entries AS (

@@ -13,6 +13,11 @@ Implementations, run alternately within each run so drift on a shared machine hi
             33, ... days and never-expiring paid ones), so a spend draws in the drawdown order
             from the soonest-expiring grant. The grant-aware figures: what a customer with a few
             promotions and purchases costs, and whether a long list of grants costs more.
+- hold_capture (beside spends, at 1 and 8 processes): `hold_credits` of 1 credit followed by
+            `capture_hold` of all of it, one operation, on the profiles holding 3 open grants: what
+            a metered call costs (reserve first, settle after), against one `spend_credits` on the
+            same profiles in the same run. The 8-process figures over 1,000 profiles against the
+            1-process ones show whether a hold serialises anything beyond its own profile.
 - baseline: the hand-written single-balance transaction with psycopg: BEGIN; UPDATE billing_profile SET
             credits = credits -/+ 1 WHERE id = %s [AND credits >= 1] RETURNING credits;
             INSERT INTO billing_ledgerentry ...; COMMIT. Same connection settings as Django's
@@ -38,7 +43,7 @@ from datetime import UTC, datetime
 from bench.stats import Figure
 
 SPREAD_PROFILES = 1000
-GRANTS = {"app": 1, "app_3_grants": 3, "app_100_grants": 100}  # open grants per profile, by impl
+GRANTS = {"app": 1, "app_3_grants": 3, "app_100_grants": 100, "hold_capture": 3}  # open grants per profile, by impl
 # Large enough that no grant drawn first runs out during a full bench.
 GRANT_CREDITS = 100_000_000
 
@@ -62,6 +67,7 @@ class Plan:
     add_procs: tuple[int, ...]
     naive_procs: tuple[int, ...]
     many_grants_procs: tuple[int, ...]  # where app_100_grants is measured beside app_3_grants
+    holds_procs: tuple[int, ...]  # where hold_capture is measured beside app_3_grants (fewest, most)
 
     def groups(self) -> list[tuple[Config, tuple[str, ...]]]:
         out = []
@@ -70,6 +76,8 @@ class Plan:
                 impls = ("app", "app_3_grants", "baseline")
                 if procs in self.many_grants_procs:
                     impls += ("app_100_grants",)
+                if procs in self.holds_procs:
+                    impls += ("hold_capture",)
                 if procs in self.naive_procs:
                     impls += ("baseline_prepared", "orm_naive")
                 out.append((Config("spend", target, procs), impls))
@@ -79,9 +87,23 @@ class Plan:
 
 
 FULL = Plan(
-    runs=5, seconds=2.0, chart_procs=(1, 2, 4, 8), add_procs=(1, 8), naive_procs=(1, 8), many_grants_procs=(1, 8)
+    runs=5,
+    seconds=2.0,
+    chart_procs=(1, 2, 4, 8),
+    add_procs=(1, 8),
+    naive_procs=(1, 8),
+    many_grants_procs=(1, 8),
+    holds_procs=(1, 8),
 )
-SMOKE = Plan(runs=2, seconds=0.25, chart_procs=(1, 2), add_procs=(1,), naive_procs=(1,), many_grants_procs=(1,))
+SMOKE = Plan(
+    runs=2,
+    seconds=0.25,
+    chart_procs=(1, 2),
+    add_procs=(1,),
+    naive_procs=(1,),
+    many_grants_procs=(1,),
+    holds_procs=(1, 2),
+)
 
 
 @dataclass
@@ -116,21 +138,27 @@ def prepare() -> Targets:
 
 def run(plan: Plan, log) -> dict:
     """Returns {(config, impl): Figure(ops/s)}, per-run ratios to the baseline {(config, impl):
-    Figure(x)}, and per-run ratios of 100 open grants to 3 {config: Figure(x)}."""
+    Figure(x)}, per-run ratios of 100 open grants to 3 {config: Figure(x)}, of hold+capture to
+    one spend on 3 grants {config: Figure(x)}, and per target the per-run scaling (most
+    processes / fewest) of spends and of hold+capture and its ratio {(target, what): Figure(x)}."""
     from bench.fill import vacuum_analyze
 
     targets = prepare()
     throughput: dict[tuple[Config, str], Figure] = {}
     ratios: dict[tuple[Config, str], Figure] = {}
     many_grants: dict[Config, Figure] = {}
+    holds: dict[Config, Figure] = {}
+    holds_scaling: dict[tuple[str, str], Figure] = {}
     for run_index in range(plan.runs):
+        by_config = {}
         for config, impls in plan.groups():
             # Alternate who goes first: a shared machine's drift then favours neither side.
             order = impls if run_index % 2 == 0 else tuple(reversed(impls))
             measured = {}
             for impl in order:
-                # As autovacuum would: spends leave a dead version of the profile and of the grant drawn.
-                vacuum_analyze("billing_profile", "billing_creditgrant")
+                # As autovacuum would: spends leave a dead version of the profile and of the grant
+                # drawn, captures one of their hold.
+                vacuum_analyze("billing_profile", "billing_creditgrant", "billing_hold")
                 ops = _measure(impl, config, targets, plan.seconds)
                 measured[impl] = ops
                 throughput.setdefault((config, impl), Figure(f"{impl}: {config.label}", "ops/s")).add(ops)
@@ -141,11 +169,40 @@ def run(plan: Plan, log) -> dict:
             if "app_100_grants" in measured and measured["app_3_grants"]:
                 ratio = measured["app_100_grants"] / measured["app_3_grants"]
                 many_grants.setdefault(config, Figure(f"100 grants / 3 grants: {config.label}", "x")).add(ratio)
+            if "hold_capture" in measured and measured["app_3_grants"]:
+                ratio = measured["hold_capture"] / measured["app_3_grants"]
+                holds.setdefault(config, Figure(f"hold+capture / spend, 3 grants: {config.label}", "x")).add(ratio)
+            by_config[config] = measured
             log(
                 f"ledger run {run_index + 1}/{plan.runs} {config.label}: "
                 + ", ".join(f"{impl} {measured[impl]:,.0f}/s" for impl in impls)
             )
-    return {"throughput": throughput, "ratios": ratios, "many_grants": many_grants}
+        _add_scaling(plan, by_config, holds_scaling)
+    return {
+        "throughput": throughput,
+        "ratios": ratios,
+        "many_grants": many_grants,
+        "holds": holds,
+        "holds_scaling": holds_scaling,
+    }
+
+
+def _add_scaling(plan: Plan, by_config: dict, out: dict) -> None:
+    """One run's scaling from the fewest to the most processes, of spends (3 grants) and of
+    hold+capture, and the second over the first: near 1 when a hold serialises no more than a
+    spend does."""
+    if len(plan.holds_procs) < 2:
+        return
+    fewest, most = min(plan.holds_procs), max(plan.holds_procs)
+    for target in ("spread", "hot"):
+        low, high = by_config.get(Config("spend", target, fewest)), by_config.get(Config("spend", target, most))
+        if not low or not high or not low["app_3_grants"] or not low["hold_capture"]:
+            continue
+        spends = high["app_3_grants"] / low["app_3_grants"]
+        holds = high["hold_capture"] / low["hold_capture"]
+        span = f"{most} procs / {fewest}, {target}"
+        for what, value in (("spend", spends), ("hold_capture", holds), ("ratio", holds / spends if spends else 0.0)):
+            out.setdefault((target, what), Figure(f"{what} scaling: {span}", "x")).add(value)
 
 
 def _measure(impl: str, config: Config, targets: Targets, seconds: float) -> float:
@@ -227,6 +284,21 @@ def _app(op: str):
     return call
 
 
+def _hold_capture(op: str):
+    from accounts.models import User
+    from billing.ledger import capture_hold, hold_credits
+
+    if op != "spend":
+        raise ValueError("hold_capture is measured beside spends only")
+    users: dict[int, User] = {}
+
+    def call(user_id, _profile_id):
+        user = users.get(user_id) or users.setdefault(user_id, User(pk=user_id))
+        capture_hold(hold_credits(user, 1, reason="bench hold"))
+
+    return call
+
+
 def _baseline(op: str, *, prepared: bool = False):
     import psycopg
     from django.db import connection
@@ -300,6 +372,7 @@ _OPS = {
     "app": _app,
     "app_3_grants": _app,
     "app_100_grants": _app,
+    "hold_capture": _hold_capture,
     "baseline": _baseline,
     "baseline_prepared": _baseline_prepared,
     "orm_naive": _orm_naive,

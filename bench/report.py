@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chart import Series, line_chart
+from bench import report_ledger
 from bench.stats import Figure, fmt, fmt_figure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,22 +16,6 @@ ADMIN_LIST_MS = 500
 AUDIT_MS = 30_000
 SHOW_CREDITS_MS = 100
 GROWTH_LIMIT = 1.5  # "does not grow with the ledger": big / small median latency
-MANY_GRANTS_LIMIT = 1.5  # a spend on a profile with 100 open grants against one with 3
-
-
-def _ledger_goal(config, impl: str) -> float | None:
-    """The ratio to the single-balance baseline each measured configuration must reach, if any."""
-    if impl == "app":
-        if config.procs == 1:
-            return 1.0
-        if config.procs == 8 and config.target == "hot":
-            return 0.8
-    if impl == "app_3_grants":
-        if config.procs == 1:
-            return 1.2
-        if config.procs == 8 and config.target == "hot":
-            return 1.0
-    return None
 
 
 # --- targets --------------------------------------------------------------------------------
@@ -42,28 +26,7 @@ def targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
     rows = []
     ledger = report["parts"].get("ledger")
     if ledger:
-        for (config, impl), figure in sorted(ledger["ratios"].items(), key=lambda kv: _config_key(kv[0][0])):
-            goal = _ledger_goal(config, impl)
-            if goal is None:
-                continue
-            what = "ledger" if impl == "app" else "ledger, 3 open grants,"
-            rows.append(
-                (
-                    f"{what} {config.op}, {config.target}, {config.procs} proc vs baseline",
-                    f"≥ {goal}x",
-                    fmt_figure(figure),
-                    figure.median >= goal,
-                )
-            )
-        for config, figure in sorted(ledger.get("many_grants", {}).items(), key=lambda kv: _config_key(kv[0])):
-            rows.append(
-                (
-                    f"ledger {config.op}, {config.target}, {config.procs} proc: 100 open grants vs 3",
-                    f"≥ {1 / MANY_GRANTS_LIMIT:.2f}x (within {MANY_GRANTS_LIMIT}x)",
-                    fmt_figure(figure),
-                    figure.median * MANY_GRANTS_LIMIT >= 1,
-                )
-            )
+        rows += report_ledger.targets(ledger)
     webhook = report["parts"].get("webhook")
     if webhook:
         figure = webhook["ratios"]["duplicate"]
@@ -127,7 +90,7 @@ def write(report: dict, out: Path) -> list[Path]:
     ledger = report["parts"].get("ledger")
     chart = out.parent / CHART_NAME
     if ledger:
-        chart.write_text(_chart(ledger))
+        chart.write_text(report_ledger.chart(ledger))
         written.append(chart)
     out.write_text(_document(report, chart.name if ledger else None))
     written.insert(0, out)
@@ -173,7 +136,7 @@ def _document(report: dict, chart: str | None) -> str:
                 "",
             ]
     if "ledger" in report["parts"]:
-        lines += _ledger_section(report["parts"]["ledger"], chart)
+        lines += report_ledger.section(report["parts"]["ledger"], chart)
     if "webhook" in report["parts"]:
         lines += _webhook_section(report["parts"]["webhook"])
     if "charge" in report["parts"]:
@@ -183,68 +146,6 @@ def _document(report: dict, chart: str | None) -> str:
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
     return "\n".join(lines) + "\n"
-
-
-def _config_key(config) -> tuple:
-    return ({"spend": 0, "add": 1}[config.op], {"spread": 0, "hot": 1}[config.target], config.procs)
-
-
-def _ledger_section(ledger: dict, chart: str | None) -> list[str]:
-    from bench import ledger_throughput
-
-    lines = [
-        "## 1. Ledger throughput (PostgreSQL)",
-        "",
-        ledger_throughput.__doc__.split("\n\n", 1)[1].strip(),
-        "",
-        "Operations per second, all processes together (app: profiles holding one open grant):",
-        "",
-        "| Operation | Profiles | Procs | app | baseline | app / baseline | baseline_prepared / baseline "
-        "| orm_naive / baseline |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    configs = sorted({config for config, _ in ledger["throughput"]}, key=_config_key)
-    for config in configs:
-        cells = [config.op, _profiles(config), str(config.procs)]
-        for impl in ("app", "baseline"):
-            cells.append(fmt_figure(ledger["throughput"][(config, impl)]))
-        for impl in ("app", "baseline_prepared", "orm_naive"):
-            figure = ledger["ratios"].get((config, impl))
-            cells.append(
-                f"**{fmt_figure(figure)}**" if figure and impl == "app" else fmt_figure(figure) if figure else ""
-            )
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [""]
-    grant_configs = [config for config in configs if (config, "app_3_grants") in ledger["throughput"]]
-    if grant_configs:
-        lines += [
-            "Grant-aware spends, beside the single-balance figures of the same runs: `spend_credits` on "
-            "profiles holding 3 and 100 open grants, against the same single-balance baseline, and 100 "
-            "open grants against 3 (ops/s):",
-            "",
-            "| Profiles | Procs | app, 1 grant | app, 3 grants | app, 100 grants | baseline "
-            "| 3 grants / baseline | 100 grants / baseline | 100 grants / 3 grants |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for config in grant_configs:
-            cells = [_profiles(config), str(config.procs)]
-            for impl in ("app", "app_3_grants", "app_100_grants", "baseline"):
-                figure = ledger["throughput"].get((config, impl))
-                cells.append(fmt_figure(figure) if figure else "")
-            for impl in ("app_3_grants", "app_100_grants"):
-                figure = ledger["ratios"].get((config, impl))
-                cells.append(f"**{fmt_figure(figure)}**" if figure else "")
-            figure = ledger.get("many_grants", {}).get(config)
-            cells.append(f"**{fmt_figure(figure)}**" if figure else "")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines += [""]
-    if chart:
-        lines += [f"![Ledger throughput against the number of processes]({chart})", ""]
-    return lines
-
-
-def _profiles(config) -> str:
-    return "1,000 (spread)" if config.target == "spread" else "1 (hot)"
 
 
 def _webhook_section(webhook: dict) -> list[str]:
@@ -332,24 +233,6 @@ def _scale_section(scale: dict) -> list[str]:
     if audit and scan:
         lines += ["", f"audit_credits takes {audit.median / scan.median:.1f}x one bare scan of the big ledger."]
     return [*lines, ""]
-
-
-def _chart(ledger: dict) -> str:
-    colours = {"app": "#1f6feb", "app_3_grants": "#2da44e", "baseline": "#d1242f"}
-    names = {"app": "app", "app_3_grants": "app, 3 grants", "baseline": "baseline"}
-    series = []
-    for target in ("spread", "hot"):
-        for impl in ("app", "app_3_grants", "baseline"):
-            points = []
-            for (config, name), figure in ledger["throughput"].items():
-                if config.op == "spend" and config.target == target and name == impl:
-                    points.append((config.procs, figure.median, figure.low, figure.high))
-            if points:
-                label = f"{names[impl]}, {'1,000 profiles' if target == 'spread' else 'one hot profile'}"
-                series.append(Series(label, colours[impl], target == "hot", sorted(points)))
-    return line_chart(
-        "spend_credits vs hand-written psycopg: throughput", "concurrent processes", "spends per second", series
-    )
 
 
 # --- raw results ----------------------------------------------------------------------------

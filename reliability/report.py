@@ -139,8 +139,14 @@ def _storm(r: dict) -> list[str]:
     out = [
         f"{r['sizes']['processes']} processes (forked, each with its own PostgreSQL connection) each run "
         f"{_n(r['sizes']['operations per process'])} mixed operations through `billing.ledger` on "
-        f"{r['sizes']['profiles']} profiles, after a shared start barrier: spend (40 %), add (20 %), staff adjust "
-        "+/- (15 %), grant (10 %; half of them 40-120 credits expiring within a second, mid-run), clawback "
+        f"{r['sizes']['profiles']} profiles, after a shared start barrier: "
+        + (
+            "spend (30 %), hold (15 %; then captured whole, captured in part, released, or left to expire within "
+            "half a second), add (17 %), staff adjust +/- (13 %), "
+            if "holds" in r
+            else "spend (40 %), add (20 %), staff adjust +/- (15 %), "
+        )
+        + "grant (10 %; half of them 40-120 credits expiring within a second, mid-run), clawback "
         "from the profile's purchase (10 %), 1-5 credits each, and the expiry sweep (5 %); 70 % carry an "
         "idempotency key and about 10 % of the attempts replay a key some process used earlier (often at the same "
         "moment). An operation is a function of its key, so a replay is the same operation and must get the first "
@@ -179,6 +185,7 @@ def _storm(r: dict) -> list[str]:
                 if "grant" in ops
                 else []
             ),
+            *(_storm_holds(r["holds"], db) if "holds" in r else []),
             ["ledger entries written by the storm", _n(db["storm_entries"])],
             ["lowest balance_after of any entry", _n(db["min_balance_after"])],
             ["entries with balance_after < 0", _n(db["negative_balance_after"])],
@@ -190,11 +197,32 @@ def _storm(r: dict) -> list[str]:
                 "one balance corrupted by raw SQL afterwards: billing.ledger.invariants caught it: "
                 f"{r['negative_control']['sql_caught']}, grant checks caught it: "
                 f"{r['negative_control'].get('grants_caught', 'n/a')}, "
+                "a reservation added afterwards caught by the hold checks: "
+                f"{r['negative_control'].get('holds_caught', 'n/a')}, "
                 f"audit_credits exit code {r['negative_control']['audit_exit']}",
             ],
         ],
     )
     return out + [""] + _verdicts(r)
+
+
+def _storm_holds(holds: dict, db: dict) -> list[list[str]]:
+    statuses = ", ".join(f"{status} {_n(count)}" for status, count in db.get("holds_by_status", {}).items())
+    return [
+        [
+            "holds captured whole / in part / released / left to expire",
+            " / ".join(_n(holds[then]) for then in ("capture", "capture_part", "release", "expire")),
+        ],
+        [
+            "holds refused / captures refused (credits expired meanwhile)",
+            f"{_n(holds['refused'])} / {_n(holds['capture refused (credits expired)'])}",
+        ],
+        ["holds in the database by status", statuses or "none"],
+        [
+            "after the last sweep: active holds past expiry / profiles whose held is not their active holds",
+            f"{_n(db['active_holds_past_expiry'])} / {_n(db['held_mismatches'])}",
+        ],
+    ]
 
 
 def _two_servers(r: dict) -> list[str]:

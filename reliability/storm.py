@@ -1,22 +1,28 @@
 """Scenario 1, the ledger storm: N processes x M mixed operations on 3 profiles, on PostgreSQL.
 
-Each process calls billing.ledger directly (spend 40 %, add 20 %, staff adjust +/- 15 %, grant
-10 %, clawback 10 %, 1-5 credits each, and the expiry sweep 5 %), about 10 % of its attempts
+Each process calls billing.ledger directly (spend 30 %, hold 15 %, add 17 %, staff adjust +/- 13 %,
+grant 10 %, clawback 10 %, 1-5 credits each, and the expiry sweep 5 %), about 10 % of its attempts
 replaying an idempotency key that some process (often another one, often at the same moment)
 used earlier. An operation is a pure function of its key, so a replay is the same operation and
 must return the first entry. Half the grants (40-120 credits) expire within a second of being made, so
 spends, clawbacks and sweeps meet credits expiring under them; clawbacks take from the
-profile's purchase first (docs/DESIGN.md, "Credit grants").
+profile's purchase first (docs/DESIGN.md, "Credit grants"). A hold (docs/DESIGN.md, "Holds") is
+then captured whole (40 %), captured in part, perhaps nothing (20 %), released (20 %), or left
+to expire within half a second (20 %), for the sweeps, spends and holds of any process to meet.
 
 Afterwards, from the database and the workers' own accounts:
 - the ledger invariant holds (billing/ledger/invariants.py: credits == sum(delta) == newest
   balance_after for each profile, and every balance_after is the running sum of its profile),
   the grants agree with it (grant_problems: the balance is what the grants hold, every debit's
   draws add up, nothing drawn from a grant after it expired), and audit_credits, which prints
-  those same checks, is clean; after a last expire_credits no open grant is past its expiry;
+  those same checks, is clean; after a last expire_credits no open grant and no active hold is
+  past its expiry;
+- each profile's `held` is the sum of its active holds, no active hold expires before its
+  profile's `next_hold_expiry`, and every captured hold's entry takes what it captured;
 - no balance_after below zero, ever, and no negative balance;
 - every attempt is accounted for: successes + refusals == attempts, no other outcome;
-- each idempotency key has one entry, and every attempt with that key was given that entry;
+- each idempotency key has one entry (or, for a hold, one hold), and every attempt with that key
+  was given it;
 - the entries in the database are exactly the ones the workers were told about.
 
     python -m reliability.storm --size smoke|full
@@ -31,7 +37,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from reliability.harness import Size, has_command, log, manage, scenario_main, setup_django
+from reliability import storm_checks
+from reliability.harness import Size, log, scenario_main, setup_django
 
 PROFILES = 3
 SEED_CREDITS = 50
@@ -50,9 +57,16 @@ def operation(proc: int, index: int) -> dict:
     roll = rng.random()
     amount = rng.randint(1, 5)
     expires_in = None  # seconds, for grants
-    if roll < 0.4:
+    then, capture = None, None  # for holds: what follows, and how much a capture takes
+    if roll < 0.3:
         op, delta = "spend", -amount
-    elif roll < 0.6:
+    elif roll < 0.45:
+        op, delta = "hold", -amount
+        then = rng.choices(("capture", "capture_part", "release", "expire"), weights=(4, 2, 2, 2))[0]
+        capture = amount if then == "capture" else rng.randint(0, amount) if then == "capture_part" else None
+        if then == "expire":
+            expires_in = rng.uniform(0.05, 0.5)
+    elif roll < 0.62:
         op, delta = "add", amount
     elif roll < 0.75:
         op, delta = "adjust", amount if rng.random() < 0.5 else -amount
@@ -70,6 +84,8 @@ def operation(proc: int, index: int) -> dict:
         "op": op,
         "delta": delta,
         "expires_in": expires_in,
+        "then": then,
+        "capture": capture,
         "profile": rng.randrange(PROFILES),
         "key": f"storm:{proc}:{index}" if keyed else None,
     }
@@ -115,6 +131,8 @@ def _worker(proc, procs, ops, users, staff_id, payments, barrier, results):
         outcomes = Counter()
         keyed = []  # (key, entry id, delta) for every keyed success
         keyless = []  # (entry id, delta) for every keyless success
+        captures = []  # (entry id, its key, delta) for every capture that took credits
+        holds_by_key = []  # (key, hold id) for every keyed hold
         attempts = attempts_for(proc, procs, ops)
         barrier.wait(timeout=60)
         started = time.perf_counter()
@@ -125,6 +143,9 @@ def _worker(proc, procs, ops, users, staff_id, payments, barrier, results):
             try:
                 if attempt["op"] == "spend":
                     entry = ledger.spend_credits(user, -delta, reason=reason, idempotency_key=key)
+                elif attempt["op"] == "hold":
+                    _hold(ledger, user, attempt, reason, outcomes, captures, holds_by_key)
+                    continue
                 elif attempt["op"] == "add":
                     entry = ledger.add_credits(user, delta, kind=bonus, reason=reason, idempotency_key=key)
                 elif attempt["op"] == "adjust":
@@ -179,6 +200,8 @@ def _worker(proc, procs, ops, users, staff_id, payments, barrier, results):
                 "outcomes": dict(outcomes),
                 "keyed": keyed,
                 "keyless": keyless,
+                "captures": captures,
+                "holds_by_key": holds_by_key,
                 "elapsed": elapsed,
             }
         )
@@ -188,6 +211,46 @@ def _worker(proc, procs, ops, users, staff_id, payments, barrier, results):
             barrier.abort()
     finally:
         connections.close_all()
+
+
+def _hold(ledger, user, attempt, reason, outcomes, captures, holds_by_key) -> None:
+    """Hold, then capture, release or leave to expire: one attempt, refused when the hold is, or
+    when its capture finds the credits gone (they expired meanwhile)."""
+    from datetime import timedelta
+
+    from billing.exceptions import InsufficientCredits
+
+    key, then = attempt["key"], attempt["then"]
+    expires_in = {"expires_in": timedelta(seconds=attempt["expires_in"])} if attempt["expires_in"] else {}
+    try:
+        hold = ledger.hold_credits(user, -attempt["delta"], reason=reason, idempotency_key=key, **expires_in)
+    except InsufficientCredits:
+        outcomes["refused"] += 1
+        outcomes["refused_hold"] += 1
+        return
+    if key:
+        holds_by_key.append((key, hold.pk))
+    if hold.amount != -attempt["delta"]:
+        outcomes["error"] += 1
+        outcomes["error: a hold of another amount"] += 1
+    if then in ("capture", "capture_part"):
+        try:
+            entry = ledger.capture_hold(hold, attempt["capture"], reason=f"storm capture {key or 'no key'}")
+        except InsufficientCredits:
+            outcomes["refused"] += 1
+            outcomes["refused_capture"] += 1
+            return
+        if (entry.delta if entry else 0) != -attempt["capture"]:
+            outcomes["error"] += 1
+            outcomes["error: a capture took other than asked"] += 1
+        if entry is not None:
+            captures.append((entry.pk, entry.idempotency_key, entry.delta))
+    elif then == "release":
+        ledger.release_hold(hold)
+    outcomes["succeeded"] += 1
+    outcomes[f"succeeded_hold_{then}"] += 1
+    if attempt["replay"]:
+        outcomes["replays"] += 1
 
 
 def run(size: Size) -> dict:
@@ -250,14 +313,21 @@ def run(size: Size) -> dict:
             told[pk] = (key, delta)
         for pk, delta in r.get("keyless", []):
             told[pk] = (None, delta)
-    split_keys = sorted(k for k, pks in entries_by_key.items() if len(pks) > 1)
+        for pk, key, delta in r.get("captures", []):
+            told[pk] = (key, delta)
+    holds_by_key = defaultdict(set)
+    for r in reports:
+        for key, pk in r.get("holds_by_key", []):
+            holds_by_key[key].add(pk)
+    split_keys = sorted(k for k, pks in [*entries_by_key.items(), *holds_by_key.items()] if len(pks) > 1)
 
-    checks = _database_checks(users, told)
-    swept_at = timezone.now()  # one instant for the sweep and its check: grants keep expiring
+    checks = storm_checks.database_checks(users, told)
+    swept_at = timezone.now()  # one instant for the sweep and its check: grants and holds keep expiring
     swept = ledger.expire_credits(swept_at)  # what the workers' sweeps left, if anything
-    checks["expired_open_after_sweep"] = _expired_open(swept_at)
-    audit = _audit()
-    control = _negative_control(users[0], told)
+    checks["expired_open_after_sweep"] = storm_checks.expired_open(swept_at)
+    checks.update(storm_checks.hold_checks(swept_at))
+    audit = storm_checks.audit()
+    control = storm_checks.negative_control(users[0], told)
 
     errors = {k: v for k, v in outcomes.items() if k.startswith("error")}
     verdicts = {
@@ -270,6 +340,11 @@ def run(size: Size) -> dict:
         "every balance_after is the running sum of its profile": checks["running_sum_mismatches"] == 0,
         "grants agree with the ledger, nothing drawn after expiry (grant_problems)": checks["grant_problems"] == 0,
         "no open grant past its expiry after expire_credits": checks["expired_open_after_sweep"] == 0,
+        "no active hold past its expiry after expire_credits": checks["active_holds_past_expiry"] == 0,
+        "held == sum of active holds, next_hold_expiry before them, captures as captured": checks["held_mismatches"]
+        == 0
+        and checks["holds_before_hint"] == 0
+        and checks["captures_off"] == 0,
         "each idempotency key applied once": checks["duplicate_keys"] == 0 and not split_keys,
         "database entries == entries the workers were told about": checks["untold_entries"] == 0
         and checks["missing_or_wrong_entries"] == 0,
@@ -288,6 +363,11 @@ def run(size: Size) -> dict:
             op: {"succeeded": outcomes[f"succeeded_{op}"], "refused": outcomes[f"refused_{op}"]}
             for op in ("spend", "add", "adjust", "grant", "clawback", "expire")
         },
+        "holds": {
+            "refused": outcomes["refused_hold"],
+            "capture refused (credits expired)": outcomes["refused_capture"],
+            **{then: outcomes[f"succeeded_hold_{then}"] for then in ("capture", "capture_part", "release", "expire")},
+        },
         "expired_by_the_last_sweep": swept,
         "distinct_keys_applied": len(entries_by_key),
         "errors": errors,
@@ -300,95 +380,6 @@ def run(size: Size) -> dict:
         "operations_per_second": round(attempts / wall) if wall else None,
         "verdicts": verdicts,
         "passed": all(verdicts.values()),
-    }
-
-
-def _database_checks(user_ids: list[int], told: dict) -> dict:
-    from django.db import connection
-
-    from billing.ledger.invariants import broken_profiles, entries_off_running_sum, grant_problems
-
-    profiles_broken = sum(1 for _ in broken_profiles())
-    problems = grant_problems()
-    running_sum_mismatches = entries_off_running_sum()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM billing_profile WHERE credits < 0")
-        negative_credits = cursor.fetchone()[0]
-        cursor.execute("SELECT count(*) FROM billing_ledgerentry WHERE balance_after < 0")
-        negative_balance_after = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT count(*) FROM (SELECT idempotency_key FROM billing_ledgerentry "
-            "WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING count(*) > 1) d"
-        )
-        duplicate_keys = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT e.id, e.idempotency_key, e.delta FROM billing_ledgerentry e "
-            "JOIN billing_profile p ON p.id = e.profile_id WHERE p.user_id = ANY(%s) AND e.reason LIKE 'storm %%'",
-            [user_ids],
-        )
-        stored = {pk: (key, delta) for pk, key, delta in cursor.fetchall()}
-        cursor.execute("SELECT count(*), min(balance_after), max(balance_after) FROM billing_ledgerentry")
-        total_entries, min_balance_after, max_balance_after = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM billing_ledgerentry WHERE kind = 'expiry'")
-        expiry_entries = cursor.fetchone()[0]
-        cursor.execute("SELECT sum(credits) FROM billing_profile WHERE user_id = ANY(%s)", [user_ids])
-        final_credits = cursor.fetchone()[0]
-    untold = [pk for pk in stored if pk not in told]
-    wrong = [pk for pk, fact in told.items() if stored.get(pk) != fact]
-    return {
-        "ledger_entries": total_entries,
-        "storm_entries": len(stored),
-        "min_balance_after": min_balance_after,
-        "max_balance_after": max_balance_after,
-        "final_credits_total": final_credits,
-        "profiles_broken": profiles_broken,
-        "expiry_entries": expiry_entries,  # grants that expired holding credits, swept mid-run
-        "grant_problems": len(problems),
-        "grant_problems_first": [problem.problem for problem in problems[:5]],
-        "negative_credits": negative_credits,
-        "negative_balance_after": negative_balance_after,
-        "running_sum_mismatches": running_sum_mismatches,
-        "duplicate_keys": duplicate_keys,
-        "untold_entries": len(untold),
-        "missing_or_wrong_entries": len(wrong),
-    }
-
-
-def _negative_control(user_id: int, told: dict) -> dict:
-    """After the verdicts: corrupt one balance with raw SQL (as a bug outside the ledger would)
-    and make sure the same checks now fail, so a clean result means something."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE billing_profile SET credits = credits + 1 WHERE user_id = %s", [user_id])
-    checks = _database_checks([user_id], told)
-    sql_caught = checks["profiles_broken"] == 1
-    grants_caught = checks["grant_problems"] >= 1  # the balance no longer what its grants hold
-    audit = _audit()
-    return {
-        "caught": sql_caught and grants_caught and audit["clean"] is not True,
-        "sql_caught": sql_caught,
-        "grants_caught": grants_caught,
-        "audit_exit": audit.get("exit_code"),
-    }
-
-
-def _expired_open(now) -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM billing_creditgrant WHERE remaining > 0 AND expires_at <= %s", [now])
-        return cursor.fetchone()[0]
-
-
-def _audit() -> dict:
-    if not has_command("audit_credits"):
-        return {"clean": None, "output": "audit_credits does not exist yet; the SQL checks stand alone"}
-    result = manage("audit_credits")
-    return {
-        "clean": result.returncode == 0,
-        "exit_code": result.returncode,
-        "output": (result.stdout + result.stderr)[-2000:],
     }
 
 
