@@ -190,3 +190,19 @@ def test_a_refund_may_take_credits_a_hold_reserved_and_the_capture_then_fails(us
     ledger.release_hold(hold)
     assert ledger.get_balance(user) == 0
     assert_books_sound(user)
+
+
+def test_audit_finds_reserved_credits_no_hold_accounts_for(user):
+    from django.core.management import CommandError, call_command
+    from django.db import connection
+
+    from billing.ledger.invariants import hold_problems
+
+    funded(user, 10)
+    ledger.hold_credits(user, 3, reason="x")
+    assert hold_problems() == []
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_profile SET held = held + 1 WHERE user_id = %s", [user.pk])
+    assert [problem for _, problem in hold_problems()] == ["held 4 but its active holds reserve 3"]
+    with pytest.raises(CommandError, match="1 grant or hold problem"):
+        call_command("audit_credits")

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from django.contrib.auth import get_user_model
 from django.db import connections, router
 
-from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
+from billing.models import CreditGrant, GrantAllocation, Hold, LedgerEntry, Profile
 
 
 class BrokenProfile(NamedTuple):
@@ -164,3 +164,22 @@ def grant_problems(using: str | None = None) -> list[GrantProblem]:
             cursor.execute(sql.format(**tables))
             found += [GrantProblem(*row) for row in cursor.fetchall()]
     return sorted(found)
+
+
+# --- holds (docs/DESIGN.md, "Holds") -----------------------------------------------------------
+
+_HOLD_SQL = """
+SELECT p.id, 'held ' || p.held || ' but its active holds reserve ' || COALESCE(h.reserved, 0)
+FROM {profile} p
+LEFT JOIN (SELECT profile_id, SUM(amount) AS reserved FROM {hold} WHERE status = 'active' GROUP BY profile_id) h
+    ON h.profile_id = p.id
+WHERE p.held <> COALESCE(h.reserved, 0)
+"""
+
+
+def hold_problems(using: str | None = None) -> list[GrantProblem]:
+    """Profiles whose reserved credits (`held`) are not what their active holds add up to."""
+    sql = _HOLD_SQL.format(profile=Profile._meta.db_table, hold=Hold._meta.db_table)
+    with connections[using or router.db_for_read(LedgerEntry)].cursor() as cursor:
+        cursor.execute(sql)
+        return sorted(GrantProblem(*row) for row in cursor.fetchall())

@@ -4,7 +4,7 @@ for every profile at once, in one set-based query."""
 from django.core.management.base import BaseCommand, CommandError
 from django.db import router
 
-from billing.ledger.invariants import broken_profiles, grant_problems
+from billing.ledger.invariants import broken_profiles, grant_problems, hold_problems
 from billing.models import LedgerEntry, Profile
 
 
@@ -25,15 +25,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {login} (profile {profile_id}): credits={credits} ledger_sum={total} last_balance_after={newest}"
             )
-        problems = grant_problems(using)
+        problems = grant_problems(using) + hold_problems(using)
         if problems:
-            self.stdout.write("Credit grants that do not match the ledger:")
+            self.stdout.write("Credit grants or holds that do not match the ledger:")
             for profile_id, problem in problems:
                 self.stdout.write(f"  profile {profile_id}: {problem}")
         if broken or problems:
             noun = "profile" if broken == 1 else "profiles"
             raise CommandError(
-                f"{broken} {noun} broken: the balance does not match the ledger; {len(problems)} grant problem(s)"
+                f"{broken} {noun} broken: the balance does not match the ledger; "
+                f"{len(problems)} grant or hold problem(s)"
             )
         checked = Profile.objects.using(using).count()
         noun = "profile" if checked == 1 else "profiles"
