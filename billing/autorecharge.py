@@ -30,7 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing import cards, charges, fulfilment, ledger, signals
+from billing import cards, charges, fulfilment, ledger, signals, stripe_gateway
 from billing.conf import app_settings
 from billing.exceptions import (
     BillingError,
@@ -208,10 +208,23 @@ def recharge(user_id: int, *, now: datetime | None = None) -> str:
         # The bank wants the customer, who is not here: this payment cannot go on. It fails here
         # (freeing the slot); the fix-it page lets the user buy on-session with 3-D Secure.
         reason = _("Your bank asked to confirm the payment, which it cannot do without you.")
-        fulfilment.fail_payment(payment, message=reason)
+        payment = fulfilment.fail_payment(payment, message=reason)
+        _cancel_quietly(payment)
         record_failure(payment, reason=reason)
         return Outcome.FAILED
     return Outcome.PENDING
+
+
+def _cancel_quietly(payment: Payment) -> None:
+    # Nobody can authenticate it now; cancelled, it can never be charged later by surprise.
+    try:
+        stripe_gateway.cancel_payment_intent(
+            payment.stripe_payment_intent_id, idempotency_key=f"payment:{payment.reference}:cancel"
+        )
+    except BillingError as failed:
+        logger.warning(
+            "auto-recharge intent %s not cancelled: %s", payment.stripe_payment_intent_id, failed.description
+        )
 
 
 def _claim(user_id: int, now: datetime) -> Payment | str:

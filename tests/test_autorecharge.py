@@ -17,6 +17,7 @@ from billing import autorecharge, cards, ledger, signals, stripe_gateway
 from billing.exceptions import InvalidAutoRecharge, StripeUnavailable
 from billing.models import AutoRecharge, AutoRechargeAttempt, CreditPack, Payment
 from billing.tasks import reconcile_payments_task
+from tests import stripe_events as events
 from tests.stripe_helpers import DECLINED, VISA, card, post_json
 
 pytestmark = pytest.mark.django_db
@@ -216,6 +217,8 @@ def test_a_card_that_needs_authentication_off_session_pauses_with_the_fix_it_lin
         outcomes = [autorecharge.recharge(user.pk) for _ in range(3)]
     assert outcomes == ["failed"] * 3
     assert set(recharges(user).values_list("status", flat=True)) == {Payment.Status.FAILED}
+    for payment in recharges(user):  # nobody can authenticate them now: cancelled at Stripe
+        assert stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id).status == "canceled"
     setting = AutoRecharge.objects.get(profile__user=user)
     assert setting.paused_at is not None and "bank asked to confirm" in setting.paused_reason
     [email] = mail.outbox
@@ -308,3 +311,31 @@ def test_the_page_shows_a_pause_and_why(localstripe, user, signed_in_client, no_
         autorecharge.recharge(user.pk)
     page = signed_in_client.get("/billing/").content.decode()
     assert 'data-testid="auto-recharge-paused"' in page and "declined" in page
+
+
+def test_a_lost_answer_is_settled_by_the_webhook_once_and_resets_the_failures(
+    localstripe, user, monkeypatch, client, django_capture_on_commit_callbacks
+):
+    with_card(user)
+    turn_on(user, threshold=3)
+    AutoRecharge.objects.filter(profile__user=user).update(consecutive_failures=2)
+    create = stripe_gateway.create_payment_intent
+
+    def answer_lost(**kwargs):
+        create(**kwargs)
+        raise StripeUnavailable("read timeout")
+
+    monkeypatch.setattr(stripe_gateway, "create_payment_intent", answer_lost)
+    assert autorecharge.recharge(user.pk) == autorecharge.Outcome.PENDING
+    [payment] = recharges(user)
+    [intent] = stripe_gateway.find_payment_intents(metadata_key="payment_ref", metadata_value=payment.reference)
+    payment.stripe_payment_intent_id = intent.id  # what Stripe's event names; our row never learnt it
+    event = events.intent_succeeded(payment)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):  # Stripe may deliver it twice
+            assert events.post(client, event).status_code == HTTPStatus.OK
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.SUCCEEDED and payment.stripe_payment_intent_id == intent.id
+    assert ledger.get_balance(user) == 5
+    assert AutoRecharge.objects.get(profile__user=user).consecutive_failures == 0
+    assert autorecharge.recharge(user.pk) == autorecharge.Outcome.NOT_NEEDED
