@@ -198,7 +198,11 @@ def recharge(user_id: int, *, now: datetime | None = None) -> str:
     except StripeUnavailable:
         logger.warning("auto-recharge payment %s left pending: Stripe's answer was lost", payment.pk)
         return Outcome.PENDING
-    except (CardDeclined, NoSavedCard, BillingError) as refused:
+    except NoSavedCard as no_card:
+        # Removed since auto-recharge was turned on: nothing to retry until the user saves one.
+        record_failure(payment, reason=no_card.user_message, pause=True)
+        return Outcome.FAILED
+    except (CardDeclined, BillingError) as refused:
         record_failure(payment, reason=refused.user_message)
         return Outcome.FAILED
     if result.status == IntentStatus.SUCCEEDED:
@@ -306,8 +310,8 @@ def record_success(payment: Payment) -> None:
     )
 
 
-def record_failure(payment: Payment, *, reason: str) -> None:
-    """Count a failure; the FAILURES_BEFORE_PAUSE-th in a row pauses auto-recharge."""
+def record_failure(payment: Payment, *, reason: str, pause: bool = False) -> None:
+    """Count a failure; the FAILURES_BEFORE_PAUSE-th in a row (or any, with `pause`) pauses auto-recharge."""
     payment = Payment.objects.get(pk=payment.pk)  # as settled, for the signal's receivers
     with transaction.atomic():
         setting = AutoRecharge.objects.select_for_update(of=("self",)).filter(profile__user_id=payment.user_id).first()
@@ -316,7 +320,7 @@ def record_failure(payment: Payment, *, reason: str) -> None:
         setting.consecutive_failures = F("consecutive_failures") + 1
         setting.save(update_fields=["consecutive_failures", "updated_at"])
         setting.refresh_from_db(fields=["consecutive_failures"])
-        if setting.consecutive_failures >= FAILURES_BEFORE_PAUSE and setting.paused_at is None:
+        if (pause or setting.consecutive_failures >= FAILURES_BEFORE_PAUSE) and setting.paused_at is None:
             _pause(setting, reason=reason, payment=payment)
 
 

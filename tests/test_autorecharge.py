@@ -339,3 +339,15 @@ def test_a_lost_answer_is_settled_by_the_webhook_once_and_resets_the_failures(
     assert ledger.get_balance(user) == 5
     assert AutoRecharge.objects.get(profile__user=user).consecutive_failures == 0
     assert autorecharge.recharge(user.pk) == autorecharge.Outcome.NOT_NEEDED
+
+
+def test_a_removed_card_pauses_at_once(localstripe, user, django_capture_on_commit_callbacks):
+    with_card(user)
+    turn_on(user)
+    cards.remove_card(cards.saved_card(user))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert autorecharge.recharge(user.pk) == autorecharge.Outcome.FAILED
+    setting = AutoRecharge.objects.get(profile__user=user)
+    assert setting.paused_at is not None and "no saved card" in setting.paused_reason
+    assert recharges(user).get().status == Payment.Status.FAILED
+    assert len(mail.outbox) == 1
