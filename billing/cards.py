@@ -25,9 +25,9 @@ import uuid
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from billing import charges, stripe_gateway
+from billing import charges, fulfilment, stripe_gateway
 from billing.exceptions import InvalidCard, InvalidPaymentRequest, NoSavedCard, StripeError
-from billing.models import Profile, SavedCard
+from billing.models import Payment, Profile, SavedCard
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ def buy_with_saved_card(user, *, pack_slug, off_session=False) -> charges.Charge
     `off_session` is for charges made without the user (auto-recharge). Raises NoSavedCard when
     there is none; otherwise as start_charge.
     """
-    card = SavedCard.objects.select_related("profile").filter(profile__user_id=user.pk).first()
-    if card is None:
-        raise NoSavedCard(f"user {user.pk} has no saved card")
+    card = _card_of(user)
     return charges.start_charge(
         user,
         pack_slug=pack_slug,
@@ -164,6 +162,30 @@ def buy_with_saved_card(user, *, pack_slug, off_session=False) -> charges.Charge
         customer=card.profile.stripe_customer_id,
         off_session=off_session,
     )
+
+
+def charge_saved_card(payment: Payment, *, off_session=False) -> charges.ChargeResult:
+    """Charge a recorded pending `payment` (billing.charges.record_payment) to its user's saved
+    card: buy_with_saved_card for a caller that recorded the payment in its own transaction
+    (billing.autorecharge). Raises NoSavedCard (the payment failed) when there is none."""
+    try:
+        card = _card_of(payment.user)
+    except NoSavedCard:
+        fulfilment.fail_payment(payment, message=_("There is no saved card to charge."))
+        raise
+    return charges.charge_payment(
+        payment,
+        payment_method=card.stripe_payment_method_id,
+        customer=card.profile.stripe_customer_id,
+        off_session=off_session,
+    )
+
+
+def _card_of(user) -> SavedCard:
+    card = SavedCard.objects.select_related("profile").filter(profile__user_id=user.pk).first()
+    if card is None:
+        raise NoSavedCard(f"user {user.pk} has no saved card")
+    return card
 
 
 def _profile(user) -> Profile:

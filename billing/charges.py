@@ -86,15 +86,21 @@ def start_charge(
     if accept_card_tokens and isinstance(payment_method, str) and CARD_TOKEN_ID.fullmatch(payment_method):
         payment_method = stripe_gateway.create_payment_method_from_token(payment_method)
     payment_method = _payment_method_id(payment_method)
-    payment = Payment.objects.create(
-        user=user,
-        pack=pack,
-        credits=pack.credits,
-        amount=pack.amount,
-        currency=pack.currency,
-        validity_days=pack.validity_days,
-        status=Status.PENDING,
-    )
+    payment = _record(user, pack, purpose=Payment.Purpose.PURCHASE)
+    return charge_payment(payment, payment_method=payment_method, customer=customer, off_session=off_session)
+
+
+def record_payment(user, *, pack_slug, purpose=Payment.Purpose.PURCHASE) -> Payment:
+    """The first half of `start_charge` for callers that must record the payment in their own
+    transaction (billing.autorecharge claims its slot with it): a pending Payment for the pack.
+    Raises InvalidCharge for a pack not for sale; IntegrityError where the database refuses it."""
+    return _record(user, _pack_for_sale(pack_slug), purpose=purpose)
+
+
+def charge_payment(payment: Payment, *, payment_method, customer: str | None = None, off_session=False) -> ChargeResult:
+    """The second half of `start_charge`: ask Stripe to charge a committed pending `payment`, outside
+    any transaction, and settle its answer. Raises as start_charge."""
+    pack = payment.pack
     try:
         intent = stripe_gateway.create_payment_intent(
             amount=payment.amount,
@@ -103,7 +109,7 @@ def start_charge(
             metadata={
                 "payment_id": payment.pk,
                 "payment_ref": payment.reference,
-                "user_id": user.pk,
+                "user_id": payment.user_id,
                 "pack": pack.slug,
             },
             idempotency_key=intent_idempotency_key(payment),
@@ -123,6 +129,19 @@ def start_charge(
         logger.warning("payment %s left pending: Stripe unavailable during create", payment.pk)
         raise
     return apply_intent(payment, intent, source="charge")
+
+
+def _record(user, pack: CreditPack, *, purpose) -> Payment:
+    return Payment.objects.create(
+        user=user,
+        pack=pack,
+        credits=pack.credits,
+        amount=pack.amount,
+        currency=pack.currency,
+        validity_days=pack.validity_days,
+        status=Status.PENDING,
+        purpose=purpose,
+    )
 
 
 def confirm_charge(user, payment_id) -> ChargeResult:

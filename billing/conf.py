@@ -45,6 +45,8 @@ DEFAULTS: dict[str, object] = {
     "BILLING_CHARGE_RATE_LIMIT": "10/60",
     # The template billing/base.html extends; a stand-alone layout is used when it does not exist.
     "BILLING_BASE_TEMPLATE": "base.html",
+    # The site's address (e.g. "https://example.com"), for links in emails sent by the worker.
+    "BILLING_SITE_URL": "",
     # Where billing's pages send people: "Back home" on the not-enough-credits page.
     "BILLING_HOME_URL": "/",
     # Credits every new user is given: "<credits>" (never expire) or "<credits>/<days>d"

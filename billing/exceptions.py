@@ -103,6 +103,13 @@ class NoSavedCard(BillingError):
     default_message = _("You have no saved card. Save a card first.")
 
 
+class InvalidAutoRecharge(BillingError):
+    """Auto-recharge settings that cannot be saved (no saved card, a pack not for sale, a threshold
+    or monthly limit out of range); nothing was changed."""
+
+    default_message = _("Those auto-recharge settings could not be saved.")
+
+
 class PaymentInProgress(BillingError):
     """The payment's outcome is not known yet (Stripe is still working on it, or we never heard back)."""
 

@@ -30,6 +30,7 @@ ERROR_STATUS = (
     (exceptions.InsufficientCredits, HTTPStatus.PAYMENT_REQUIRED),
     (exceptions.CardDeclined, HTTPStatus.PAYMENT_REQUIRED),
     (exceptions.InvalidCard, HTTPStatus.BAD_REQUEST),
+    (exceptions.InvalidAutoRecharge, HTTPStatus.BAD_REQUEST),
     (exceptions.PaymentNotFound, HTTPStatus.NOT_FOUND),
     (exceptions.NoSavedCard, HTTPStatus.NOT_FOUND),
     (exceptions.PaymentInProgress, HTTPStatus.CONFLICT),

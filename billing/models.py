@@ -22,6 +22,8 @@ MAX_CREDITS_PER_CHANGE = 1_000_000_000
 MAX_VALIDITY_DAYS = 36_500
 # Stripe's largest charge is 8 digits of minor units (99,999,999: $999,999.99 for USD).
 MAX_AMOUNT = 99_999_999
+# Auto-recharges a user may allow per calendar month (about one a day).
+MAX_AUTO_RECHARGES_PER_MONTH = 31
 # What staff read when a pack breaks a limit, from the form's validators and the database's constraints alike.
 PACK_CREDITS_MIN = "A pack must give at least 1 credit."
 PACK_CREDITS_MAX = f"A pack can add at most {MAX_CREDITS_PER_CHANGE:,} credits."
@@ -89,6 +91,68 @@ class SavedCard(models.Model):
 
     def __str__(self):
         return f"{self.brand or 'card'} •••• {self.last4} ({self.exp_month:02d}/{self.exp_year})"
+
+
+class AutoRecharge(models.Model):
+    """A profile's auto-recharge: when a debit leaves the available balance below `threshold`,
+    buy `pack` with the saved card, at most `monthly_limit` times a calendar month.
+
+    Written by billing.autorecharge only. `consent_text` is the wording the user agreed to, with
+    the values of that moment; `paused_at` is set after repeated failures until the user fixes it."""
+
+    profile = models.OneToOneField(Profile, on_delete=models.CASCADE, related_name="auto_recharge")
+    enabled = models.BooleanField(default=False)
+    pack = models.ForeignKey("CreditPack", on_delete=models.PROTECT, related_name="+")
+    threshold = models.PositiveIntegerField()
+    monthly_limit = models.PositiveSmallIntegerField()
+    consecutive_failures = models.PositiveSmallIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.CharField(max_length=500, blank=True, default="")
+    consent_text = models.CharField(max_length=500, blank=True, default="")
+    consented_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(monthly_limit__gte=1) & Q(monthly_limit__lte=MAX_AUTO_RECHARGES_PER_MONTH),
+                name="billing_autorecharge_monthly_limit_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(threshold__lte=MAX_CREDITS_PER_CHANGE), name="billing_autorecharge_threshold_lte_max"
+            ),
+        ]
+
+    def __str__(self):
+        state = "paused" if self.paused_at else "on" if self.enabled else "off"
+        return f"Auto-recharge of {self.profile_id} ({state})"
+
+
+class AutoRechargeAttempt(models.Model):
+    """One auto-recharge charged in a calendar month: the `number`-th of `month` (its first day).
+    The database keeps the monthly limit: numbers are unique per profile and month and never
+    above the limit copied from the settings when the attempt was claimed."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="auto_recharge_attempts")
+    month = models.DateField()
+    number = models.PositiveSmallIntegerField()
+    monthly_limit = models.PositiveSmallIntegerField()
+    payment = models.OneToOneField("Payment", on_delete=models.PROTECT, related_name="auto_recharge_attempt")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["profile", "month", "number"], name="billing_autorechargeattempt_one_per_number"
+            ),
+            models.CheckConstraint(
+                condition=Q(number__gte=1) & Q(number__lte=models.F("monthly_limit")),
+                name="billing_autorechargeattempt_within_limit",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Auto-recharge {self.number}/{self.monthly_limit} of {self.month:%Y-%m} ({self.profile_id})"
 
 
 class CreditPack(models.Model):
@@ -177,6 +241,10 @@ class Payment(models.Model):
         REFUNDED = "refunded"
         DISPUTED = "disputed"
 
+    class Purpose(models.TextChoices):
+        PURCHASE = "purchase"
+        AUTO_RECHARGE = "auto_recharge"
+
     user = models.ForeignKey(app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
     pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="payments")
     credits = models.PositiveIntegerField()
@@ -186,6 +254,9 @@ class Payment(models.Model):
     validity_days = models.PositiveIntegerField(null=True, blank=True)
     stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    # An auto-recharge (billing.autorecharge) or a purchase the user made; the database allows one
+    # auto-recharge in flight per user (the partial unique constraint below).
+    purpose = models.CharField(max_length=20, choices=Purpose.choices, default=Purpose.PURCHASE, db_default="purchase")
     failure_message = models.CharField(max_length=500, blank=True, default="")
     # Refunded now, as Stripe's charge.amount_refunded says: a refund that fails drops out of it.
     amount_refunded = models.PositiveIntegerField(default=0)
@@ -227,6 +298,11 @@ class Payment(models.Model):
             models.CheckConstraint(
                 condition=Q(amount_reinstated__lte=models.F("amount_disputed")),
                 name="billing_payment_reinstated_lte_disputed",
+            ),
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(purpose="auto_recharge", status__in=["pending", "requires_action"]),
+                name="billing_payment_one_auto_recharge_in_flight",
             ),
         ]
         permissions = [("refund_payment", "Can refund a payment through Stripe")]

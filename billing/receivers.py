@@ -10,9 +10,10 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from billing import autorecharge, signals, tasks
 from billing.conf import app_settings, signup_grant
 from billing.ledger import grant_credits
-from billing.models import Profile
+from billing.models import Payment, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +51,23 @@ def give_signup_grant(sender, instance, created, raw=False, using=None, **kwargs
             logger.exception("The sign-up bonus of user %s could not be granted", instance.pk)
 
     transaction.on_commit(grant, using=using)
+
+
+@receiver(signals.credits_debited, dispatch_uid="billing.auto_recharge")
+def start_auto_recharge(sender, user_id, **kwargs):
+    """A committed debit left the balance below the user's auto-recharge threshold: enqueue the
+    recharge (the task decides under the database's rules; a spare enqueue does nothing)."""
+    if autorecharge.needs_recharge(user_id):
+        tasks.auto_recharge_task.enqueue(user_id)
+
+
+@receiver(signals.auto_recharge_failed, dispatch_uid="billing.auto_recharge_paused_email")
+def email_auto_recharge_paused(sender, user, reason, **kwargs):
+    tasks.enqueue_on_commit(tasks.auto_recharge_paused_email_task, user.pk, reason)
+
+
+@receiver(signals.credits_purchased, dispatch_uid="billing.auto_recharge_succeeded")
+def auto_recharge_credited(sender, payment, **kwargs):
+    """An auto-recharge credited by the webhook or reconcile (its answer was lost) counts as one."""
+    if payment.purpose == Payment.Purpose.AUTO_RECHARGE:
+        autorecharge.record_success(payment)

@@ -3,11 +3,12 @@
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.models import CreditGrant, CreditPack, Hold, LedgerEntry, Payment
+from billing.models import AutoRecharge, CreditGrant, CreditPack, Hold, LedgerEntry, Payment, Profile, SavedCard
 
 
 def active_packs():
@@ -135,3 +136,24 @@ def active_holds(user, *, now: datetime | None = None, limit: int = 10) -> list[
     now = now or timezone.now()
     holds = Hold.objects.filter(profile__user_id=user.pk, status=Hold.Status.ACTIVE, expires_at__gt=now)
     return list(holds.order_by("expires_at", "id")[:limit])
+
+
+def saved_card_and_auto_recharge(user) -> tuple[SavedCard | None, AutoRecharge | None]:
+    """The user's saved card and auto-recharge settings (each None when there is none), in one query."""
+    # Not the balance: the page reads that once, for the page and the header alike.
+    profile = (
+        Profile.objects.select_related("saved_card", "auto_recharge")
+        .only("id", "saved_card", "auto_recharge")
+        .filter(user_id=user.pk)
+        .first()
+    )
+    if profile is None:
+        return None, None
+    return _related(profile, "saved_card"), _related(profile, "auto_recharge")
+
+
+def _related(profile: Profile, name: str):
+    try:
+        return getattr(profile, name)
+    except ObjectDoesNotExist:
+        return None

@@ -24,8 +24,12 @@ clawback_shortfall = Signal()
 # next debit), with sender=Profile: user, credits (expired), entry (the `expiry` LedgerEntry),
 # grant (the CreditGrant, now empty).
 credits_expired = Signal()
-# Declared for auto-recharge, a feature that comes later; not sent yet: user, payment, reason.
+# Auto-recharge paused after failing repeatedly (billing.autorecharge): user, payment (the last
+# failed one, or None), reason (what the user is told).
 auto_recharge_failed = Signal()
+# billing's own: a debit (or a hold) took credits from the available balance, sent after its
+# commit with sender=Profile: user_id. billing.receivers starts auto-recharge from it.
+credits_debited = Signal()
 
 
 def send_after_commit(signal: Signal, *, sender, using: str | None = None, **kwargs) -> None:

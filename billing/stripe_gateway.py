@@ -217,6 +217,13 @@ def confirm_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
     return _intent(intent)
 
 
+def cancel_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
+    """Cancel an intent that can no longer complete (e.g. waiting for a customer who is not there)."""
+    with _translated_errors("cancel payment intent"):
+        intent = client().v1.payment_intents.cancel(intent_id, options={"idempotency_key": idempotency_key})
+    return _intent(intent)
+
+
 def retrieve_payment_intent(intent_id: str) -> Intent:
     with _translated_errors("retrieve payment intent"):
         intent = client().v1.payment_intents.retrieve(intent_id)

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
-from billing import ledger, reconcile
+from billing import autorecharge, ledger, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
 
@@ -74,3 +74,16 @@ def clean_idempotent_requests_task() -> int:
     )
     deleted, _ = IdempotentRequest.objects.filter(created_at__lt=now - IDEMPOTENT_REQUEST_KEEP).filter(ended).delete()
     return deleted
+
+
+@task()
+def auto_recharge_task(user_id: int) -> str:
+    """Recharge the user if their auto-recharge settings and balance call for it
+    (billing.autorecharge.recharge, which the database keeps to one in flight)."""
+    return autorecharge.recharge(user_id)
+
+
+@task()
+def auto_recharge_paused_email_task(user_id: int, reason: str) -> int:
+    """Tell the user auto-recharge is paused, with a link to fix the card on-session."""
+    return autorecharge.email_paused(user_id, reason=reason)

@@ -11,5 +11,6 @@ urlpatterns = [
     path("cards/", views.save_card, name="card_save"),
     path("cards/setup/", views.card_setup, name="card_setup"),
     path("cards/remove/", views.remove_card, name="card_remove"),
+    path("auto-recharge/", views.auto_recharge, name="auto_recharge"),
     path("webhook/", webhooks.stripe_webhook, name="webhook"),
 ]

@@ -5,8 +5,9 @@ from http import HTTPStatus
 
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
 
-from billing import cards, charges, selectors
+from billing import autorecharge, cards, charges, selectors
 from billing.conf import app_settings
 from billing.exceptions import BadRequest, NoSavedCard
 from billing.http import card_response, charge_response, json_post_endpoint, read_json_object
@@ -21,6 +22,7 @@ def billing_page(request):
     history and the ledger (paginated, newest first)."""
     balance = get_balance(request.user)
     holds = selectors.active_holds(request.user)
+    saved_card, auto_recharge = selectors.saved_card_and_auto_recharge(request.user)
     return render_page(
         request,
         "billing/index.html",
@@ -31,7 +33,8 @@ def billing_page(request):
             "holds": holds,
             "on_hold": sum(hold.amount for hold in holds),
             "packs": selectors.active_packs(),
-            "saved_card": cards.saved_card(request.user),
+            "saved_card": saved_card,
+            "auto_recharge": auto_recharge,
             "stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY or "",
             "payments": selectors.recent_payments(request.user),
             "ledger": selectors.ledger_page(
@@ -98,3 +101,31 @@ def remove_card(request):
         raise NoSavedCard(f"user {request.user.pk} has no saved card")
     cards.remove_card(card)
     return JsonResponse({"removed": True})
+
+
+@rate_limited("card")
+@json_post_endpoint
+def auto_recharge(request):
+    """POST {"enabled": true|false, "pack": slug, "threshold": credits, "monthly_limit": n}: save the
+    auto-recharge settings (billing.autorecharge.configure); answers them with the consent wording."""
+    data = read_json_object(request)
+    enabled = data.get("enabled")
+    if not isinstance(enabled, bool):
+        raise BadRequest("enabled missing or not a boolean", _("Say whether auto-recharge is on."))
+    setting = autorecharge.configure(
+        request.user,
+        enabled=enabled,
+        pack=data.get("pack"),
+        threshold=data.get("threshold"),
+        monthly_limit=data.get("monthly_limit"),
+    )
+    return JsonResponse(
+        {
+            "enabled": setting.enabled,
+            "pack": setting.pack.slug,
+            "threshold": setting.threshold,
+            "monthly_limit": setting.monthly_limit,
+            "consent": setting.consent_text if setting.enabled else "",
+            "paused": setting.paused_at is not None,
+        }
+    )

@@ -28,6 +28,7 @@ ALLOWED = {
     "fulfilment": CORE,
     "charges": CORE | {"fulfilment"},
     "cards": CORE | {"fulfilment", "charges"},
+    "autorecharge": CORE | {"fulfilment", "charges", "cards"},
     "refunds": CORE | {"fulfilment"},
     "reconcile": CORE | {"fulfilment"},
     "webhooks": CORE | {"fulfilment"},

@@ -90,6 +90,7 @@ def test_the_emaily_api_is_a_separate_include():
         "card_setup",
         "card_save",
         "card_remove",
+        "auto_recharge",
         "webhook",
     }
     assert {p.name for p in urls_emaily.urlpatterns} == {"api_current_user", "api_stripe", "api_logout"}

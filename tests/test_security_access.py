@@ -92,6 +92,7 @@ def post_json(client, url, body):
 
 LOGIN = "/accounts/login/"
 BAD_CHARGE = {"pack": "starter", "payment_method": "not-a-pm"}  # refused before Stripe
+AUTO_RECHARGE_ON = {"enabled": True, "pack": "starter", "threshold": 3, "monthly_limit": 5}  # no saved card: 400
 
 
 def expect_site(role):
@@ -115,6 +116,8 @@ def expect_site(role):
         "card_setup": ("GET", "/billing/cards/setup/", None, HTTPStatus.METHOD_NOT_ALLOWED),
         "card_save": ("POST", "/billing/cards/", {"setup_intent": "not-a-seti"}, BAD if signed_in else UNAUTH),
         "card_remove": ("POST", "/billing/cards/remove/", {}, MISSING if signed_in else UNAUTH),
+        # Auto-recharge settings: nobody here has a saved card, so turning it on is refused.
+        "auto_recharge": ("POST", "/billing/auto-recharge/", AUTO_RECHARGE_ON, BAD if signed_in else UNAUTH),
         # No session opens the webhook: only a signature does.
         "webhook": ("POST", "/billing/webhook/", {"id": "evt_x", "type": "x", "data": {"object": {}}}, BAD),
         "api_current_user": ("GET", "/api/current_user", None, OK),
@@ -326,6 +329,7 @@ def state_changing(data, people):
         ("api/stripe", "owner", "json", "/api/stripe", {"id": "not-a-pm"}, BAD),
         ("card save", "owner", "json", "/billing/cards/", {"setup_intent": "not-a-seti"}, BAD),
         ("card remove", "owner", "json", "/billing/cards/remove/", {}, MISSING),
+        ("auto-recharge", "owner", "json", "/billing/auto-recharge/", AUTO_RECHARGE_ON, BAD),
         ("paid action", "owner", "form", "/fortune/", {}, FOUND),
         ("metered action", "owner", "form", "/fortune/long/", {}, FOUND),
         ("api logout", "owner", "form", "/api/logout", {}, FOUND),

@@ -19,6 +19,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, Min, Q, Sum
 from django.utils import timezone
 
+from billing import signals
 from billing.exceptions import HoldEnded, IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import grants
 from billing.models import MAX_CREDITS_PER_CHANGE, Hold, LedgerEntry, Profile
@@ -72,6 +73,9 @@ def hold_credits(
                 ) from None
             return existing
         if hold is not None:
+            if signals.credits_debited.receivers:
+                # Credits on hold leave the available balance as a debit does (auto-recharge).
+                signals.send_after_commit(signals.credits_debited, sender=Profile, using=alias, user_id=user.pk)
             return hold
         if not sweep_lapsed(alias, user, now):
             break

@@ -15,6 +15,7 @@ from django.db import DataError, IntegrityError, connections, router, transactio
 from django.db.models import Q
 from django.utils import timezone
 
+from billing import signals
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import grants, holds
 from billing.ledger.portable import credit_portable, debit_portable
@@ -281,6 +282,9 @@ def _apply(
             # PostgreSQL refused the new balance itself (beyond its integer range): nothing changed.
             raise ValueError(f"the balance cannot take {delta:+d} more credits: {exc}") from exc
         if entry is not None:
+            if delta < 0 and kind in (Kind.SPEND, Kind.ADJUSTMENT):
+                # Money taken back (a refund, a dispute) never sets off a new charge.
+                _debited(user.pk)
             return entry
         # No row was updated: the balance is short, the key was used before, credits have
         # expired since the last sweep, or there is no profile yet.
@@ -315,6 +319,15 @@ def _write(user_id: int, fields: dict, now, grant: dict | None) -> LedgerEntry |
         return write(*args)
     with transaction.atomic(using=alias):
         return write(*args)
+
+
+def _debited(user_id: int) -> None:
+    # After the commit, and only when something listens (auto-recharge does): the spend's
+    # transaction never waits for what a debit sets off.
+    if signals.credits_debited.receivers:
+        signals.send_after_commit(
+            signals.credits_debited, sender=Profile, using=router.db_for_write(LedgerEntry), user_id=user_id
+        )
 
 
 def _existing_entry(fields: dict) -> LedgerEntry | None:

@@ -507,3 +507,82 @@
     }
   }
 })();
+
+// Auto-recharge settings on /billing/ (billing/_auto_recharge.html): shows the consent sentence
+// built from the values in the form, and sends them as JSON to billing.views.auto_recharge.
+(function () {
+  "use strict";
+
+  const section = document.getElementById("auto-recharge");
+  const form = document.getElementById("auto-recharge-form");
+  if (!section || !form) return;
+
+  const csrfToken = section.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const errorBox = section.querySelector("#auto-recharge-error");
+  const consent = form.querySelector(".auto-recharge-consent");
+  let busy = false;
+
+  function values() {
+    const pack = form.elements.pack.selectedOptions[0];
+    return {
+      threshold: Number(form.elements.threshold.value),
+      monthly_limit: Number(form.elements.monthly_limit.value),
+      pack: pack ? pack.value : "",
+      credits: pack ? pack.dataset.credits : "",
+      price: pack ? pack.dataset.price : "",
+    };
+  }
+
+  function showConsent() {
+    const v = values();
+    consent.textContent =
+      "When your balance falls below " + v.threshold + ", charge your " + section.dataset.card + " " + v.price +
+      " for " + v.credits + " credits, at most " + v.monthly_limit + " times a month.";
+  }
+
+  function messageFor(status, body) {
+    if (status === 401) return "Your session has ended. Sign in again, then retry.";
+    if (status === 403) return "This page has expired. Reload it and try again.";
+    return (body && body.error) || "The settings could not be saved. Try again.";
+  }
+
+  async function save(enabled) {
+    if (busy) return;
+    busy = true;
+    errorBox.textContent = "";
+    const v = values();
+    try {
+      const response = await fetch(section.dataset.url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+        body: JSON.stringify({ enabled: enabled, pack: v.pack, threshold: v.threshold, monthly_limit: v.monthly_limit }),
+      });
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (_) {
+        body = null;
+      }
+      if (response.status === 200) {
+        window.location.hash = "auto-recharge";
+        window.location.reload();
+        return;
+      }
+      errorBox.textContent = messageFor(response.status, body);
+    } catch (_) {
+      errorBox.textContent = "We could not reach the server. Try again.";
+    } finally {
+      busy = false;
+    }
+  }
+
+  form.addEventListener("input", showConsent);
+  form.addEventListener("change", showConsent);
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    const button = event.submitter;
+    save(!button || button.dataset.enable !== "false");
+  });
+  showConsent();
+})();
