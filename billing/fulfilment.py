@@ -149,7 +149,11 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
         payment.user,
         payment.credits,
         kind=LedgerEntry.Kind.PURCHASE,
-        reason=f"Bought {payment.pack.name} ({payment.credits} credits)",
+        reason=(
+            f"Auto-recharge: bought {payment.pack.name} ({payment.credits} credits)"
+            if payment.purpose == Payment.Purpose.AUTO_RECHARGE
+            else f"Bought {payment.pack.name} ({payment.credits} credits)"
+        ),
         payment=payment,
         idempotency_key=purchase_key(payment),
         # Valid from the moment they are credited, for the days the pack promised when bought.

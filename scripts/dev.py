@@ -83,6 +83,12 @@ def main() -> int:
     env.setdefault("ACCOUNT_EMAIL_VERIFICATION", "optional")
     port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]
+    if not port.isdigit() or not port_is_free(int(port)):
+        print(
+            f"Port {port} is taken (another `make run`?). Stop that one, or choose another: PORT=8001 make run",
+            file=sys.stderr,
+        )
+        return 1
 
     localstripe = server = worker = None
     stopping = threading.Event()

@@ -144,6 +144,8 @@ def test_a_spend_below_the_threshold_is_followed_by_exactly_one_recharge(
     [payment] = recharges(user)
     assert payment.status == Payment.Status.SUCCEEDED and payment.credits == 5
     assert ledger.get_balance(user) == 7
+    # The customer's history says the purchase was automatic.
+    assert payment.ledger_entries.get().reason == "Auto-recharge: bought Starter (5 credits)"
     spend(user, 1, django_capture_on_commit_callbacks)  # 6: not below 3
     assert recharges(user).count() == 1
     assert autorecharge.recharge(user.pk) == autorecharge.Outcome.NOT_NEEDED
