@@ -79,5 +79,7 @@ def _tell_long_fortune(request):
         )
     request.meter.charge(len(sentences))
     cost = f"{len(sentences)} credit{'s' if len(sentences) != 1 else ''}"
-    messages.success(request, f"Your long fortune: {' '.join(sentences)} ({cost} spent)")
+    # What will be left once the hold is captured: what is available now, plus what is held and not used.
+    left = get_balance(request.user) + LONG_FORTUNE_MAX_SENTENCES - len(sentences)
+    messages.success(request, f"Your long fortune: {' '.join(sentences)} ({cost} spent, {left} left)")
     return redirect("long_fortune")
