@@ -28,6 +28,7 @@ SCENARIOS = [
     ("storm", "reliability.storm"),
     ("two_servers", "reliability.two_servers"),
     ("faults", "reliability.faults"),
+    ("worker_kill", "reliability.worker_kill"),
 ]
 # The pytest parts of the suite, run on PostgreSQL (the full run only; `make test` runs them in CI).
 PYTEST_GROUPS = {

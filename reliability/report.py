@@ -11,6 +11,7 @@ TITLES = {
     "hostile_input": "4. Hostile input",
     "security": "5. Security",
     "append_only": "6. Append-only ledger",
+    "worker_kill": "7. Task worker killed mid-task",
 }
 
 
@@ -41,6 +42,13 @@ def _key_figures(name: str, r: dict) -> str:
         if name == "faults":
             cases = r["cases"]
             return f"{sum(c['passed'] for c in cases)}/{len(cases)} fault injections recovered exactly"
+        if name == "worker_kill":
+            final = r["final"]
+            return (
+                f"{len(r['kills'])} workers SIGKILLed mid-charge; {_n(final['credited'])} recharges credited "
+                f"= {_n(final['succeeded_at_stripe'])} succeeded at Stripe; {final['payments'] - final['credited']} "
+                "left unsettled"
+            )
         if name == "hostile_input":
             inputs = sum(r.get("fuzz", {}).get("inputs", {}).values())
             tests = f"{r.get('passed_tests', 0)} tests passed, {r.get('failures', '?')} failed"
@@ -102,8 +110,8 @@ def document(
         "Every figure below is from that run. Real processes, real gunicorn, real PostgreSQL, real localstripe; "
         "all traffic on 127.0.0.1, every count and wait bounded.",
         "",
-        "CI runs `make reliability-smoke` (scenarios 1-3 at small sizes, under a minute) and `make test` runs the "
-        "pytest parts of scenarios 4-6 with a few hundred generated inputs.",
+        "CI runs `make reliability-smoke` (scenarios 1-3 and 7 at small sizes, under a minute) and `make test` runs "
+        "the pytest parts of scenarios 4-6 with a few hundred generated inputs.",
         "",
         "## Summary",
         "",
@@ -124,6 +132,7 @@ def document(
         ("hostile_input", _hostile),
         ("security", _security),
         ("append_only", _append_only),
+        ("worker_kill", _worker_kill),
     ):
         if name in results:
             out += ["", f"## {TITLES[name]}", ""] + render(results[name])
@@ -312,6 +321,41 @@ def _faults(r: dict) -> list[str]:
     )
     out += ["", "Every round:", ""] + _verdicts(r)
     return out
+
+
+def _worker_kill(r: dict) -> list[str]:
+    if "kills" not in r:
+        return [f"The scenario did not finish: {r.get('error', r)}"]
+    rows = r["killed_task_rows"]
+    out = [
+        f"{r['sizes']['users']} users with a saved card at localstripe and auto-recharge on, each below the "
+        "threshold, have a recharge task enqueued with the database backend (django-tasks-db). A real "
+        "`manage.py db_worker` runs them through the fault proxy, which holds the answer to the PaymentIntent "
+        "create after Stripe has accepted it; once the database shows the recharge's pending payment, the "
+        f"worker's process group is SIGKILLed ({len(r['kills'])} times, a new worker each time). A restarted "
+        "worker runs the rest, `billing_periodic --now --all` reconciles until nothing is pending (then once "
+        "more), and every user spends below the threshold again so the worker must recharge each a second time.",
+        "",
+        f"What became of the killed workers' task rows: {rows['left RUNNING, never re-run']} left `RUNNING`, "
+        f"{rows['re-run']} re-run. django-tasks-db has no heartbeat and nothing picks up a row a dead worker "
+        "claimed (a worker takes `READY` rows only), so the task is never re-run; the money does not depend on "
+        "it. The payment it left pending names itself in the PaymentIntent's metadata, so reconcile "
+        f"({'; '.join(r['reconcile_runs'])}) found what Stripe had accepted and credited it once.",
+        "",
+    ]
+    out += _table(
+        ["", "After reconcile", "After the second recharges"],
+        [
+            [label, r["after_reconcile"][key], r["final"][key]]
+            for label, key in (
+                ("auto-recharge payments", "payments"),
+                ("credited", "credited"),
+                ("succeeded PaymentIntents at Stripe", "succeeded_at_stripe"),
+                ("PaymentIntents at Stripe", "intents_at_stripe"),
+            )
+        ],
+    )
+    return out + [""] + _verdicts(r)
 
 
 def _hostile(r: dict) -> list[str]:
@@ -536,13 +580,13 @@ RUNNING = """
 
 ```
 make reliability          # everything, full size (about 15 minutes here); rewrites this file
-make reliability-smoke    # scenarios 1-3 at CI size, under a minute; prints a summary, exit 1 on failure
+make reliability-smoke    # scenarios 1-3 and 7 at CI size, under a minute; prints a summary, exit 1 on failure
 .venv/bin/python -m reliability --full --only storm,faults   # a partial run (never rewrites this file)
 RELIABILITY_FUZZ=full .venv/bin/python -m pytest tests/test_fuzz_charge.py   # one fuzz target, full size
 ```
 
 PostgreSQL comes from `RELIABILITY_DATABASE_URL` or `DATABASE_URL` (only its server is used: the
-scenarios drop and re-create their own `rel_storm`, `rel_servers`, `rel_faults` databases and
+scenarios drop and re-create their own `rel_storm`, `rel_servers`, `rel_faults`, `rel_worker_kill` databases and
 refuse any other name; the pytest parts use `test_rel_pytest`). Each scenario starts what it needs
 (gunicorn on free loopback ports, localstripe from scratch, the fault proxy) and stops it; every
 request has a timeout and every scenario a deadline.
