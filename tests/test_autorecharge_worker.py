@@ -4,16 +4,10 @@ with the database task backend."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import dj_database_url
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import override_settings
 from django_tasks_db.models import DBTaskResult
 
@@ -21,6 +15,7 @@ from billing import autorecharge, cards, ledger
 from billing.models import CreditPack, Payment
 from tests.conftest import run_in_processes
 from tests.stripe_helpers import VISA, card
+from tests.workers import running_db_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -64,34 +59,10 @@ def test_a_real_worker_runs_the_recharge_a_spend_enqueued(localstripe, user):
     assert DBTaskResult.objects.filter(task_path="billing.tasks.auto_recharge_task").count() == 1
     assert not Payment.objects.filter(user=user, purpose=AUTO).exists()  # not in the spend's request
 
-    url = dj_database_url.parse(os.environ["DATABASE_URL"])
-    database_url = f"postgres://{url['USER']}@{url['HOST']}:{url['PORT']}/{connection.settings_dict['NAME']}"
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env |= {
-        "DEBUG": "1",
-        "DJANGO_SETTINGS_MODULE": "core.settings",
-        "DATABASE_URL": database_url,
-        "STRIPE_API_BASE": localstripe,
-        "STRIPE_MAX_NETWORK_RETRIES": "0",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        done = DBTaskResult.objects.filter(task_path="billing.tasks.auto_recharge_task", finished_at__isnull=False)
-        while not done.exists():
-            assert time.monotonic() < deadline, "the worker did not recharge within 60 s"
-            assert worker.poll() is None, f"the worker stopped: {worker.stdout.read()}"
-            time.sleep(0.2)
-    finally:
-        worker.terminate()
-        output = worker.communicate(timeout=30)[0]
+    done = DBTaskResult.objects.filter(task_path="billing.tasks.auto_recharge_task", finished_at__isnull=False)
+    with running_db_worker(STRIPE_API_BASE=localstripe, STRIPE_MAX_NETWORK_RETRIES="0") as worker:
+        worker.wait_for(done.exists, what="the recharge")
+    output = worker.output
     assert Payment.objects.filter(user=user, purpose=AUTO).count() == 1, output
     assert ledger.get_balance(user) == 7
     [result] = DBTaskResult.objects.filter(task_path="billing.tasks.auto_recharge_task")

@@ -2,18 +2,13 @@
 backend (a task runs where it is enqueued), and once with the project's database backend and a
 real `db_worker` process."""
 
-import os
-import subprocess
-import sys
-import time
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
-import dj_database_url
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 from django_tasks import TaskResultStatus
@@ -27,6 +22,7 @@ from billing.tasks import (
     reconcile_payments_task,
 )
 from tests.test_grant_commands import let_expire
+from tests.workers import running_db_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
@@ -180,28 +176,14 @@ def test_database_backend_and_a_real_worker_run_a_task(user):
     with override_settings(TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}):
         result = expire_credits_task.enqueue()
         assert result.status == TaskResultStatus.READY
-        url = dj_database_url.parse(os.environ["DATABASE_URL"])
-        database_url = f"postgres://{url['USER']}@{url['HOST']}:{url['PORT']}/{connection.settings_dict['NAME']}"
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-        env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", "DATABASE_URL": database_url}
-        worker = subprocess.Popen(
-            [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.2"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while result.status in (TaskResultStatus.READY, TaskResultStatus.RUNNING):
-                assert time.monotonic() < deadline, "the worker did not run the task within 60 s"
-                assert worker.poll() is None, f"the worker stopped: {worker.stdout.read()}"
-                time.sleep(0.2)
+        with running_db_worker() as worker:
+
+            def finished():
                 result.refresh()
-        finally:
-            worker.terminate()
-            output = worker.communicate(timeout=30)[0]
+                return result.status not in (TaskResultStatus.READY, TaskResultStatus.RUNNING)
+
+            worker.wait_for(finished)
+        output = worker.output
         assert result.status == TaskResultStatus.SUCCESSFUL, output
         assert result.return_value == 3
         assert worker.returncode == 0, output  # SIGTERM between tasks: a clean stop

@@ -49,6 +49,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ProfilePartInline(admin.TabularInline):
+    """A read-only list on a profile's page of what its balance is made of (grants, holds):
+    whoever may see the profile may see it; nobody adds, changes or deletes it here."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("billing.view_profile") or request.user.has_perm("billing.change_profile")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 def int_or_none(value):
     try:
         return int(value)

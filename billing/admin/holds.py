@@ -14,39 +14,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import RELEASE_PERMISSION, EmailSearchMixin, ReadOnlyAdmin, int_or_none
+from billing.admin.common import RELEASE_PERMISSION, EmailSearchMixin, ProfilePartInline, ReadOnlyAdmin, int_or_none
 from billing.ledger import release_hold
 from billing.models import Hold
 from billing.users import display_name, lookup_fields
 
 
-class ActiveHoldInline(admin.TabularInline):
+class ActiveHoldInline(ProfilePartInline):
     """On a profile's page: the holds still reserving its credits, soonest expiry first."""
 
     model = Hold
     fk_name = "profile"
     fields = ["reason", "amount", "expires_at", "created_at", "idempotency_key"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True  # the hold's page has the Release button
     verbose_name_plural = _("active holds")
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=Hold.Status.ACTIVE).order_by("expires_at", "id")
-
-    def has_view_permission(self, request, obj=None):
-        # Whoever may see the profile may see what part of its balance is reserved.
-        return request.user.has_perm("billing.view_profile") or request.user.has_perm("billing.change_profile")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Hold)

@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import ADJUST_PERMISSION, GRANT_PERMISSION, EmailSearchMixin, int_or_none
+from billing.admin.common import ADJUST_PERMISSION, GRANT_PERMISSION, EmailSearchMixin, ProfilePartInline, int_or_none
 from billing.admin.forms import AdjustCreditsForm, GrantCreditsForm
 from billing.admin.holds import ActiveHoldInline
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
@@ -23,33 +23,17 @@ from billing.models import CreditGrant, LedgerEntry, Profile
 from billing.users import display_name, lookup_fields
 
 
-class CreditGrantInline(admin.TabularInline):
+class CreditGrantInline(ProfilePartInline):
     """The profile's grants, newest first: read-only, like everything the ledger writes."""
 
     model = CreditGrant
     fk_name = "profile"
     fields = ["category", "source", "amount", "remaining", "expires_at", "payment", "created_at"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
     verbose_name_plural = _("credit grants")
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("payment").order_by("-created_at", "-id")
-
-    def has_view_permission(self, request, obj=None):
-        # Whoever may see the profile (and its ledger) may see what its balance is made of.
-        return request.user.has_perm("billing.view_profile") or request.user.has_perm("billing.change_profile")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Profile)

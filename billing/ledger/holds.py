@@ -225,6 +225,7 @@ def sweep_lapsed(alias: str, user, now) -> bool:
 
 def _capture_locked(alias: str, hold_id: int, amount: int, reason: str, key: str, now) -> LedgerEntry | None:
     from billing.ledger.portable import debit_portable
+    from billing.ledger.postgresql import capture_fields
 
     with transaction.atomic(using=alias):
         hold = Hold.objects.using(alias).get(pk=hold_id)
@@ -244,15 +245,7 @@ def _capture_locked(alias: str, hold_id: int, amount: int, reason: str, key: str
             _end(alias, hold, Status.CAPTURED, now)
         entry = None
         if amount:
-            fields = {
-                "delta": -amount,
-                "kind": LedgerEntry.Kind.CAPTURE,
-                "reason": reason,
-                "actor_id": None,
-                "payment_id": None,
-                "idempotency_key": key,
-            }
-            entry = debit_portable(alias, profile.user_id, fields, now)
+            entry = debit_portable(alias, profile.user_id, capture_fields(amount, reason, key), now)
             if entry is None:
                 # The hold had expired (or its credits did) and what it needs is gone: nothing is
                 # captured, and the hold stays as it was (the exception undoes this transaction).

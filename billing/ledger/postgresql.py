@@ -146,7 +146,12 @@ def capture_postgresql(alias: str, hold_id: int, amount: int, reason: str, key: 
         return None
     if row[0] is None:
         return (None,)
-    fields = {
+    return (_entry(alias, capture_fields(amount, reason, key), now, row),)
+
+
+def capture_fields(amount: int, reason: str, key: str) -> dict:
+    """The ledger entry of a hold's capture, as both capture paths write it."""
+    return {
         "delta": -amount,
         "kind": LedgerEntry.Kind.CAPTURE,
         "reason": reason,
@@ -154,7 +159,6 @@ def capture_postgresql(alias: str, hold_id: int, amount: int, reason: str, key: 
         "payment_id": None,
         "idempotency_key": key,
     }
-    return (_entry(alias, fields, now, row),)
 
 
 def _execute(alias: str, sql: str, params: dict):

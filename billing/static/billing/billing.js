@@ -6,6 +6,37 @@
  * The saved card section is the second part of this file (one script: the page loads Stripe.js
  * and this, nothing else).
  */
+// What the scripts below share: a JSON POST with Django's CSRF token, and the sentence to show
+// when one fails (the server's own "error" when it sent one).
+const billingHttp = (function () {
+  "use strict";
+
+  async function postJSON(url, data, csrfToken) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify(data || {}),
+    });
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      body = null;
+    }
+    return { status: response.status, body: body || {} };
+  }
+
+  function messageFor(result, fallback) {
+    if (result.status === 401) return "Your session has ended. Sign in again, then retry.";
+    if (result.status === 403) return "This page has expired. Reload it and try again.";
+    if (result.body.error) return result.body.error;
+    return "Something went wrong (error " + result.status + "). " + fallback;
+  }
+
+  return { postJSON: postJSON, messageFor: messageFor };
+})();
+
 (function () {
   "use strict";
 
@@ -103,28 +134,9 @@
   }
 
   // --- talking to the server -----------------------------------------------------------------
-  async function postJSON(url, data) {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
-      body: JSON.stringify(data),
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (_) {
-      body = null;
-    }
-    return { status: response.status, body: body || {} };
-  }
-
-  function messageFor(result) {
-    if (result.status === 401) return "Your session has ended. Sign in again, then retry.";
-    if (result.status === 403) return "This page has expired. Reload it and try again.";
-    if (result.body.error) return result.body.error;
-    return "Something went wrong (error " + result.status + "). Reload the page to check your balance before trying again.";
-  }
+  const postJSON = (url, data) => billingHttp.postJSON(url, data, csrfToken);
+  const messageFor = (result) =>
+    billingHttp.messageFor(result, "Reload the page to check your balance before trying again.");
 
   // Stripe draws its 3-D Secure window over the page; a modal <dialog> would leave it behind
   // the dialog and unclickable, so the dialog steps aside until the bank has answered.
@@ -309,28 +321,8 @@
     return stripe;
   }
 
-  async function postJSON(url, data) {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
-      body: JSON.stringify(data || {}),
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (_) {
-      body = null;
-    }
-    return { status: response.status, body: body || {} };
-  }
-
-  function messageFor(result) {
-    if (result.status === 401) return "Your session has ended. Sign in again, then retry.";
-    if (result.status === 403) return "This page has expired. Reload it and try again.";
-    if (result.body.error) return result.body.error;
-    return "Something went wrong (error " + result.status + "). Reload the page and try again.";
-  }
+  const postJSON = (url, data) => billingHttp.postJSON(url, data, csrfToken);
+  const messageFor = (result) => billingHttp.messageFor(result, "Reload the page and try again.");
 
   function showError(box, message) {
     box.textContent = message || "";
