@@ -343,7 +343,7 @@ class LedgerEntry(models.Model):
         BONUS = "grant", _("Bonus credits")
         REINSTATEMENT = "reinstatement"
         EXPIRY = "expiry"
-        CAPTURE = "capture"  # what a hold really used (billing.ledger holds)
+        CAPTURE = "capture", _("Spent")  # what a hold (a paid view, a metered action) really used
 
     profile = models.ForeignKey(Profile, on_delete=models.PROTECT, related_name="ledger_entries")
     delta = models.BigIntegerField()
