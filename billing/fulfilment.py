@@ -319,6 +319,12 @@ def _record_dispute(payment: Payment, amount: int, *, reinstated: bool) -> Payme
     return payment
 
 
+def _bought(payment: Payment) -> str:
+    """The purchase in the customer's words (their ledger shows it): never our internal ids."""
+    day = timezone.localtime(payment.created_at)
+    return f"{payment.pack.name} bought {day.day} {day:%b %Y}"
+
+
 def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
     """Bring the credits taken back in line with what is refunded or disputed now (payment locked).
 
@@ -347,7 +353,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
             payment.user,
             due,
             kind=LedgerEntry.Kind.DISPUTE if disputed else LedgerEntry.Kind.REFUND,
-            reason=f"{'Disputed' if disputed else 'Refunded'} payment {payment.pk}",
+            reason=f"{'Dispute' if disputed else 'Refund'} of {_bought(payment)}",
             payment=payment,
             idempotency_key=f"payment:{payment.pk}:clawback:{ever_clawed}-{ever_clawed + due}",
         )
@@ -372,7 +378,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
             ledger.reinstate_credits(
                 payment.user,
                 back,
-                reason=f"Payment {payment.pk}: {why}, credits given back",
+                reason=f"{why.capitalize()}: credits of {_bought(payment)} given back",
                 payment=payment,
                 idempotency_key=f"payment:{payment.pk}:reinstatement:{given}-{given + back}",
             )

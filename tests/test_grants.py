@@ -368,3 +368,21 @@ def test_a_purchase_is_valid_for_the_days_its_pack_promised_when_bought(user):
     assert (bought.category, bought.amount) == (PAID, 10)
     assert before + timedelta(days=365) <= bought.expires_at <= timezone.now() + timedelta(days=365)
     assert_books_sound()
+
+
+def test_clawbacks_and_reinstatements_are_described_in_the_customers_words(user):
+    from billing import fulfilment
+
+    payment = purchase(user, 5)
+    Payment.objects.filter(pk=payment.pk).update(stripe_payment_intent_id="pi_words")
+    payment = Payment.objects.get(pk=payment.pk)
+    fulfilment.record_dispute(payment, amount_disputed=500)
+    fulfilment.record_dispute_reinstated(Payment.objects.get(pk=payment.pk), amount_disputed=500)
+    day = timezone.localtime(payment.created_at)
+    bought = f"Starter bought {day.day} {day:%b %Y}"
+    reasons = list(LedgerEntry.objects.filter(payment=payment).order_by("id").values_list("kind", "reason"))
+    assert reasons[1:] == [
+        ("dispute", f"Dispute of {bought}"),
+        ("reinstatement", f"Dispute won: credits of {bought} given back"),
+    ]
+    assert all(f"payment {payment.pk}" not in reason.lower() for _, reason in reasons)  # no internal id

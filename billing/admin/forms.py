@@ -31,7 +31,10 @@ class AdjustCreditsForm(OneTimeForm):
     )
     reason = forms.CharField(
         max_length=255,
-        help_text=_("Required. Saved in the ledger with your name."),
+        help_text=_(
+            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
+            "notes). Your name is saved with it, for staff only."
+        ),
         widget=forms.TextInput(attrs={"size": 60}),
     )
     field_order = ["delta", "reason"]
@@ -70,7 +73,10 @@ class GrantCreditsForm(OneTimeForm):
     )
     reason = forms.CharField(
         max_length=255,
-        help_text=_("Required. Saved in the ledger with your name."),
+        help_text=_(
+            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
+            "notes). Your name is saved with it, for staff only."
+        ),
         widget=forms.TextInput(attrs={"size": 60}),
     )
     field_order = ["amount", "category", "expires_in_days", "expires_on", "reason"]
