@@ -37,6 +37,8 @@ DEFAULTS: dict[str, object] = {
     "BILLING_WEB_TIMEOUT_SECONDS": 30,
     # The pack `/api/stripe` buys and the Add Credits dialog selects first.
     "BILLING_DEFAULT_PACK": "starter",
+    # Seconds a payment may wait for the customer's 3-D Secure before it is canceled at Stripe.
+    "BILLING_ABANDONED_AFTER": 3600,
     "BILLING_LEDGER_PAGE_SIZE": 25,
     # PostgreSQL: the ledger's statement prepared once per connection; off behind PgBouncer in
     # transaction mode before 1.21, which cannot keep prepared statements.

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
-from billing import autorecharge, ledger, reconcile
+from billing import abandoned, autorecharge, ledger, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
 
@@ -58,6 +58,12 @@ def reconcile_payments_task(since_days: int = RECONCILE_SINCE_DAYS) -> dict[str,
     if counts.get(reconcile.Action.ERROR):
         raise RuntimeError(f"{counts[reconcile.Action.ERROR]} of {len(findings)} payment(s) could not be reconciled")
     return counts
+
+
+@task()
+def cancel_abandoned_payments_task() -> dict[str, int]:
+    """Cancel payments left waiting for 3-D Secure too long (billing.abandoned); idempotent."""
+    return abandoned.cancel_abandoned()
 
 
 @task()

@@ -12,7 +12,7 @@ BILLING = Path(__file__).resolve().parent.parent / "billing"
 
 FOUNDATIONS = {"conf", "exceptions", "signals", "users", "templatetags.billing_money"}
 CORE = FOUNDATIONS | {"models", "ledger", "stripe_gateway"}
-SERVICES = CORE | {"fulfilment", "charges", "cards", "refunds", "reconcile", "webhooks"}
+SERVICES = CORE | {"fulfilment", "charges", "cards", "refunds", "reconcile", "abandoned", "webhooks"}
 READS = {"conf", "models", "selectors", "pages", "ratelimit"}
 
 # module (or package) -> the billing modules it may import; None: anything (the outer layers).
@@ -31,6 +31,7 @@ ALLOWED = {
     "autorecharge": CORE | {"fulfilment", "charges", "cards"},
     "refunds": CORE | {"fulfilment"},
     "reconcile": CORE | {"fulfilment"},
+    "abandoned": CORE | {"fulfilment"},
     "webhooks": CORE | {"fulfilment"},
     "selectors": {"conf", "models"},
     "pages": {"conf", "models"},
