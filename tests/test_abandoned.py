@@ -46,3 +46,11 @@ def test_a_payment_finished_at_the_last_moment_is_credited_not_canceled(localstr
 
 def test_the_periodic_job_includes_it():
     assert "cancel_abandoned_payments" in {job.name for job in periodic.PERIODIC}
+
+
+@pytest.mark.parametrize("value", [0, 299, "soon", 1.5])
+def test_a_limit_that_would_cancel_customers_still_at_their_bank_stops_start_up(settings, value):
+    from billing.checks import check_numbers
+
+    settings.BILLING_ABANDONED_AFTER = value
+    assert [error.id for error in check_numbers() if "BILLING_ABANDONED_AFTER" in error.msg] == ["billing.E008"]
