@@ -257,6 +257,13 @@ def record_dispute_reinstated(payment: Payment, *, amount_disputed: int) -> Paym
     return _record_dispute(payment, amount_disputed, reinstated=True)
 
 
+def credits_taken_back(payment: Payment, *, amount_refunded: int) -> int:
+    """Credits a payment owes back in all once `amount_refunded` is refunded (and what is disputed
+    now): the rule `_settle_clawback` applies, also used to preview a refund before it is made."""
+    taken_amount = min(payment.amount, amount_refunded + payment.amount_disputed - payment.amount_reinstated)
+    return payment.credits * taken_amount // payment.amount
+
+
 # --- internals ------------------------------------------------------------------------------
 
 
@@ -343,8 +350,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
         return  # nothing was credited yet; fulfil_payment settles this when it credits
     before = (payment.credits_clawed_back, payment.credits_unrecovered, payment.credits_reinstated, payment.status)
     disputed = payment.amount_disputed - payment.amount_reinstated
-    taken_amount = min(payment.amount, payment.amount_refunded + disputed)
-    target = payment.credits * taken_amount // payment.amount
+    target = credits_taken_back(payment, amount_refunded=payment.amount_refunded)
     owed = payment.credits_clawed_back + payment.credits_unrecovered
     if target > owed:
         due = target - owed

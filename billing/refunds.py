@@ -16,17 +16,49 @@ totals, not from our request.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from django.db import router
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import fulfilment, stripe_gateway
 from billing.exceptions import InvalidPaymentRequest, RefundError
-from billing.models import Payment
+from billing.ledger import grants
+from billing.models import Payment, Profile
 from billing.templatetags.billing_money import money
 
 logger = logging.getLogger(__name__)
 
 Status = Payment.Status
+
+
+@dataclass(frozen=True)
+class RefundPreview:
+    """What refunding `amount` of a payment would do, by the rules `record_refund` settles with."""
+
+    payment: Payment
+    remaining: int  # minor units not yet refunded
+    amount: int
+    credits_clawed_back: int  # taken from the balance
+    credits_short: int  # due back, but already spent: recorded as not recovered
+
+
+def preview_refund(payment: Payment, amount: int | None = None) -> RefundPreview:
+    """The refund `refund_payment` would make, without making it; RefundError when it would refuse.
+
+    The balance read is the one the clawback draws from (holds do not protect credits from a
+    refund; expired credits cannot be taken back), so the preview matches unless the customer
+    spends or buys in between."""
+    payment = Payment.objects.select_related("user", "pack").get(pk=payment.pk)
+    _check_refundable(payment)
+    remaining = payment.amount - payment.amount_refunded
+    amount = remaining if amount is None else amount
+    _check_amount(payment, amount, remaining)
+    owed = payment.credits_clawed_back + payment.credits_unrecovered
+    due = max(fulfilment.credits_taken_back(payment, amount_refunded=payment.amount_refunded + amount) - owed, 0)
+    taken = min(due, _reclaimable_credits(payment.user))
+    return RefundPreview(payment, remaining, amount, credits_clawed_back=taken, credits_short=due - taken)
 
 
 def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Payment:
@@ -41,11 +73,7 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
     remaining = payment.amount - payment.amount_refunded
     if amount is None:
         amount = remaining
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= remaining:
-        raise RefundError(
-            f"payment {payment.pk}: refund amount {amount!r} is not between 1 and the {remaining} left",
-            f"The refund must be above zero and at most the {money(remaining, payment.currency)} not yet refunded.",
-        )
+    _check_amount(payment, amount, remaining)
     ever_refunded = payment.amount_refunded + payment.amount_refund_failed
     refunded_after = ever_refunded + amount
     try:
@@ -92,3 +120,25 @@ def _check_refundable(payment: Payment) -> None:
             f"payment {payment.pk} is {payment.status}, not succeeded",
             f"Only a succeeded payment can be refunded; this one is {payment.get_status_display().lower()}.",
         )
+
+
+def _check_amount(payment: Payment, amount, remaining: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= remaining:
+        raise RefundError(
+            f"payment {payment.pk}: refund amount {amount!r} is not between 1 and the {remaining} left",
+            f"The refund must be above zero and at most the {money(remaining, payment.currency)} not yet refunded.",
+        )
+
+
+def _reclaimable_credits(user) -> int:
+    """The credits `ledger.claw_back_credits` could take now: the balance, holds included, less
+    grants that have expired but are not swept yet."""
+    alias = router.db_for_read(Profile)
+    row = Profile.objects.using(alias).filter(user_id=user.pk).values_list("credits", "next_expiry").first()
+    if row is None:
+        return 0
+    credits, next_expiry = row
+    now = timezone.now()
+    if next_expiry is not None and next_expiry <= now:
+        credits -= grants.expired_remaining(alias, user_id=user.pk, now=now)
+    return max(credits, 0)

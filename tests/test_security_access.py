@@ -278,7 +278,7 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
     )
     client.post(
         reverse("admin:billing_payment_changelist"),
-        {"action": "refund_through_stripe", "_selected_action": [data["payment"].pk]},
+        {"action": "refund_through_stripe", "_selected_action": [data["payment"].pk], "post": "yes", "amount": "1"},
     )
     client.post(
         reverse("admin:billing_stripeevent_changelist"),

@@ -1,14 +1,19 @@
 """Payments, read-only: refunds go through Stripe (an action), never an edit."""
 
+from decimal import Decimal, InvalidOperation
+
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin
 from billing.exceptions import BillingError
 from billing.models import Payment
-from billing.refunds import refund_payment
-from billing.templatetags.billing_money import money
+from billing.refunds import preview_refund, refund_payment
+from billing.templatetags.billing_money import decimals, money
 from billing.users import display_name, lookup_fields
 
 
@@ -134,24 +139,121 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     def has_refund_permission(self, request):
         return request.user.has_perm(REFUND_PERMISSION)
 
+    def changelist_view(self, request, extra_context=None):
+        # Django answers an action one may not run with "No action selected"; a refund is
+        # money, so staff without the permission are told plainly they may not.
+        posted_refund = request.method == "POST" and request.POST.get("action") == "refund_through_stripe"
+        if posted_refund and not self.has_refund_permission(request):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
     @admin.action(description=_("Refund through Stripe"), permissions=["refund"])
     def refund_through_stripe(self, request, queryset):
-        """Refund what is left of each selected payment through Stripe, then claw back its credits."""
-        for payment in queryset.select_related("user", "pack").order_by("pk"):
-            clawed_before, unrecovered_before = payment.credits_clawed_back, payment.credits_unrecovered
-            try:
-                refunded = refund_payment(payment, actor=request.user)
-            except BillingError as exc:
-                messages.error(request, f"Payment {payment.pk}: not refunded. {exc.user_message}")
-                continue
-            clawed = refunded.credits_clawed_back - clawed_before
-            short = refunded.credits_unrecovered - unrecovered_before
-            summary = (
-                f"Payment {payment.pk} ({display_name(payment.user)}): refunded "
-                f"{money(refunded.amount_refunded, refunded.currency)} in total; {clawed} credits clawed back"
+        """Show what refunding one payment would do, with the amount to refund; refund once confirmed.
+
+        Like Django's delete confirmation: the page posts the action back with "post" set. The
+        form carries what was refunded when the page was shown, so a second submit of the same
+        page (or a page gone stale under another refund) is refused instead of refunding again."""
+        if queryset.count() != 1:
+            messages.warning(request, _("Refunds are made one payment at a time: select a single payment."))
+            return None
+        payment = queryset.select_related("user", "pack").get()
+        form = RefundForm(payment, request.POST if request.POST.get("post") == "yes" else None)
+        if form.is_bound and form.has_error("refunded_before"):
+            messages.warning(request, form.errors["refunded_before"][0])
+            form = RefundForm(payment)  # the figures as they are now, for a fresh decision
+        try:
+            preview = preview_refund(payment)
+            if form.is_bound and form.is_valid():
+                return self._refund(request, payment, form.cleaned_data["amount"])
+            if form.is_bound:
+                amount = form.cleaned_data.get("amount") if not form.has_error("amount") else None
+                preview = preview_refund(payment, amount) if amount else preview
+        except BillingError as exc:
+            messages.error(request, f"Payment {payment.pk}: not refunded. {exc.user_message}")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Refund a payment"),
+            "opts": self.model._meta,
+            "payment": payment,
+            "customer": display_name(payment.user),
+            "preview": preview,
+            "form": form,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/billing/payment/refund_confirmation.html", context)
+
+    def _refund(self, request, payment, amount):
+        clawed_before, unrecovered_before = payment.credits_clawed_back, payment.credits_unrecovered
+        try:
+            refunded = refund_payment(payment, actor=request.user, amount=amount)
+        except BillingError as exc:
+            messages.error(request, f"Payment {payment.pk}: not refunded. {exc.user_message}")
+            return None
+        clawed = refunded.credits_clawed_back - clawed_before
+        short = refunded.credits_unrecovered - unrecovered_before
+        summary = (
+            f"Payment {payment.pk} ({display_name(payment.user)}): refunded "
+            f"{money(refunded.amount_refunded, refunded.currency)} in total; {clawed} credits clawed back"
+        )
+        self.log_change(request, refunded, f"Refunded through Stripe; {clawed} credits clawed back, {short} short")
+        if short:
+            messages.warning(request, f"{summary}, {short} could not be recovered (already spent).")
+        else:
+            messages.success(request, f"{summary}.")
+        return None
+
+
+class RefundForm(forms.Form):
+    """The amount to refund, written as money ("2.50" for $2.50; whole units in zero-decimal currencies)."""
+
+    amount = forms.CharField(label=_("Amount to refund"), max_length=20)
+    refunded_before = forms.IntegerField(widget=forms.HiddenInput)
+
+    def __init__(self, payment, data=None):
+        self.payment = payment
+        remaining = payment.amount - payment.amount_refunded
+        initial = {
+            "amount": _as_decimal(remaining, payment.currency),
+            "refunded_before": payment.amount_refunded + payment.amount_refund_failed,
+        }
+        super().__init__(data, initial=initial)
+        self.fields["amount"].help_text = _("At most %(remaining)s, what is not yet refunded.") % {
+            "remaining": money(remaining, payment.currency)
+        }
+
+    def clean_amount(self):
+        payment = self.payment
+        places = decimals(payment.currency)
+        remaining = payment.amount - payment.amount_refunded
+        try:
+            written = Decimal(self.cleaned_data["amount"].strip().replace(",", ""))
+        except InvalidOperation:
+            written = None
+        if written is None or not written.is_finite() or written != written.quantize(Decimal(1).scaleb(-places)):
+            raise forms.ValidationError(
+                _("Write the amount as money, for example %(example)s.")
+                % {"example": _as_decimal(remaining, payment.currency)}
             )
-            self.log_change(request, refunded, f"Refunded through Stripe; {clawed} credits clawed back, {short} short")
-            if short:
-                messages.warning(request, f"{summary}, {short} could not be recovered (already spent).")
-            else:
-                messages.success(request, f"{summary}.")
+        amount = int(written.scaleb(places))
+        if not 0 < amount <= remaining:
+            raise forms.ValidationError(
+                _("The refund must be above zero and at most the %(remaining)s not yet refunded.")
+                % {"remaining": money(remaining, payment.currency)}
+            )
+        return amount
+
+    def clean_refunded_before(self):
+        payment = self.payment
+        if self.cleaned_data["refunded_before"] != payment.amount_refunded + payment.amount_refund_failed:
+            raise forms.ValidationError(
+                _("This payment was refunded since this page was shown; check the figures below and confirm again.")
+            )
+        return self.cleaned_data["refunded_before"]
+
+
+def _as_decimal(amount: int, currency: str) -> str:
+    places = decimals(currency)
+    return f"{Decimal(amount).scaleb(-places):.{places}f}"

@@ -24,6 +24,11 @@ _ZERO_DECIMAL = {
 }
 
 
+def decimals(currency: str) -> int:
+    """Digits after the point in the currency's written amounts: 2 for "usd" (cents), 0 for "jpy"."""
+    return 0 if (currency or "").lower() in _ZERO_DECIMAL else 2
+
+
 @register.filter
 def money(amount, currency):
     """Integer minor units as text, e.g. 500, "usd" -> "$5.00"; never through a float."""
