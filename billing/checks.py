@@ -50,6 +50,7 @@ NUMBERS = (
     ("STRIPE_MAX_NETWORK_RETRIES", int, 0),
     ("BILLING_WEB_TIMEOUT_SECONDS", int, 1),
     ("BILLING_LEDGER_PAGE_SIZE", int, 1),
+    ("BILLING_PAYMENTS_PAGE_SIZE", int, 1),
 )
 # The same rule billing.charges applies to a pack slug a client sends.
 PACK_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")

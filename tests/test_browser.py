@@ -118,7 +118,7 @@ def test_sign_up_buy_spend_and_a_declined_card(page):
     page.get_by_test_id("spend").click()
     expect(header).to_have_text("Credits: 4")
 
-    # A declined card: Stripe's message inline, the dialog still open, the balance untouched.
+    # A declined card: a sentence for the customer inline, the dialog still open, the balance untouched.
     page.goto("/billing/")
     page.locator("[data-buy-pack=starter]").click()
     expect(dialog).to_be_visible()
