@@ -150,6 +150,23 @@ def test_three_d_secure_card_is_credited_after_authentication(page):
     assert not page.problems, page.problems
 
 
+def test_three_d_secure_refused_reads_in_plain_words(page):
+    from playwright.sync_api import expect
+
+    sign_up(page, "refused@example.com")
+    page.goto("/billing/")
+    page.locator("[data-buy-pack=starter]").click()
+    fill_card(page, "4000002500003155")
+    page.get_by_test_id("pay-submit").click()
+    page.get_by_role("button", name="Fail authentication").click()
+    # The server's sentence (billing/decline_messages.py), never Stripe.js's own words.
+    expect(page.get_by_test_id("pay-error")).to_contain_text("Your bank could not confirm the payment")
+    expect(page.get_by_test_id("pay-error")).not_to_contain_text("PaymentMethod")
+    expect(page.get_by_test_id("header-credits")).to_have_text("Credits: 0")
+    assert Payment.objects.get(user__email="refused@example.com").status == "failed"
+    assert not page.problems, page.problems
+
+
 def test_billing_page_with_grants_fits_a_phone_and_a_desktop(page, live_server):
     """Balance by category, what expires when, pack validity and an expiry entry, at 1280 and
     390 px: nothing wider than the screen. BILLING_SHOTS=<dir> keeps the screenshots to look at."""
