@@ -212,7 +212,7 @@ def recharge(user_id: int, *, now: datetime | None = None) -> str:
         # The bank wants the customer, who is not here: this payment cannot go on. It fails here
         # (freeing the slot); the fix-it page lets the user buy on-session with 3-D Secure.
         reason = _("Your bank asked to confirm the payment, which it cannot do without you.")
-        payment = fulfilment.fail_payment(payment, message=reason)
+        payment = fulfilment.fail_payment(payment, message=reason, code="authentication_required")
         _cancel_quietly(payment)
         record_failure(payment, reason=reason)
         return Outcome.FAILED

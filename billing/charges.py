@@ -118,7 +118,9 @@ def charge_payment(payment: Payment, *, payment_method, customer: str | None = N
         )
     except CardDeclined as declined:
         # Stripe's decline names the intent the attempt made (now requires_payment_method).
-        fulfilment.fail_payment(payment, message=declined.user_message, intent_id=declined.intent_id)
+        fulfilment.fail_payment(
+            payment, message=declined.stripe_message, code=declined.code, intent_id=declined.intent_id
+        )
         raise
     except InvalidPaymentRequest as invalid:
         # Stripe refused the request itself (e.g. a payment method it does not know): no
@@ -158,7 +160,9 @@ def confirm_charge(user, payment_id) -> ChargeResult:
         return _result(payment)
     if not payment.stripe_payment_intent_id:
         if payment.status == Status.FAILED:
-            raise CardDeclined(f"payment {payment.pk} failed", payment.failure_message or None)
+            raise CardDeclined(
+                f"payment {payment.pk} failed", payment.customer_failure_message, code=payment.failure_code
+            )
         raise PaymentInProgress(f"payment {payment.pk} has no intent yet")
     intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
     if intent.status == IntentStatus.REQUIRES_CONFIRMATION:
@@ -179,7 +183,7 @@ def intent_idempotency_key(payment: Payment) -> str:
 
 def apply_intent(payment: Payment, intent: stripe_gateway.Intent, *, source: str) -> ChargeResult:
     """Settle `payment` from `intent` (fresh from Stripe) through billing.fulfilment and say
-    where it stands. Raises CardDeclined (with Stripe's message) when the payment failed."""
+    where it stands. Raises CardDeclined (with the customer's sentence) when the payment failed."""
     applied = fulfilment.apply_intent(payment, intent, source=source)
     payment = applied.payment
     if applied.outcome == fulfilment.Outcome.AWAIT_ACTION and payment.status == Status.REQUIRES_ACTION:
@@ -198,8 +202,9 @@ def _result(payment: Payment) -> ChargeResult:
     if payment.status == Status.FAILED:
         raise CardDeclined(
             f"payment {payment.pk} failed: {payment.failure_message}",
-            payment.failure_message or None,
+            payment.customer_failure_message,
             intent_id=payment.stripe_payment_intent_id,
+            code=payment.failure_code,
         )
     return ChargeResult(payment=payment, status=IntentStatus.PROCESSING)
 

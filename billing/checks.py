@@ -52,6 +52,7 @@ NUMBERS = (
     ("BILLING_LEDGER_PAGE_SIZE", int, 1),
     # Less than a few minutes would cancel payments whose customer is still at the bank.
     ("BILLING_ABANDONED_AFTER", int, 300),
+    ("BILLING_PAYMENTS_PAGE_SIZE", int, 1),
 )
 # The same rule billing.charges applies to a pack slug a client sends.
 PACK_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,50}")

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, object] = {
     # Seconds a payment may wait for the customer's 3-D Secure before it is canceled at Stripe.
     "BILLING_ABANDONED_AFTER": 3600,
     "BILLING_LEDGER_PAGE_SIZE": 25,
+    # Payments per page of the history on /billing/ (consecutive failed attempts show as one row).
+    "BILLING_PAYMENTS_PAGE_SIZE": 20,
     # PostgreSQL: the ledger's statement prepared once per connection; off behind PgBouncer in
     # transaction mode before 1.21, which cannot keep prepared statements.
     "BILLING_LEDGER_PREPARED_STATEMENTS": True,

@@ -163,7 +163,8 @@ class StripeUnavailable(StripeError):
 class CardDeclined(StripeError):
     """The card was refused. `intent_id` names the PaymentIntent Stripe made for the attempt
     (None when no intent exists, e.g. a payment recorded as failed before reaching Stripe);
-    `code` is Stripe's decline code or error code."""
+    `code` is Stripe's decline code or error code; `user_message` is the customer's sentence for
+    it (billing.decline_messages) and `stripe_message` Stripe's own words, for staff."""
 
     default_message = _("The payment failed.")
 
@@ -174,10 +175,12 @@ class CardDeclined(StripeError):
         *,
         intent_id: str | None = None,
         code: str | None = None,
+        stripe_message: str | None = None,
     ):
         super().__init__(description, user_message)
         self.intent_id = intent_id
         self.code = code
+        self.stripe_message = stripe_message or self.user_message
 
 
 class InvalidPaymentRequest(StripeError):

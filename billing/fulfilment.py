@@ -88,7 +88,8 @@ def apply_intent(payment: Payment, intent: Intent, *, source: str) -> Applied:
         )
         return Applied(done.payment, outcome, newly_credited=done.newly_credited)
     if outcome == Outcome.FAIL:
-        return Applied(fail_payment(payment, message=failure_message(intent), intent_id=intent.id), outcome)
+        code = intent.error_code or ("canceled" if intent.status == IntentStatus.CANCELED else "")
+        return Applied(fail_payment(payment, message=failure_message(intent), code=code, intent_id=intent.id), outcome)
     if outcome == Outcome.AWAIT_ACTION:
         return Applied(mark_requires_action(payment, intent_id=intent.id), outcome)
     return Applied(attach_intent(payment, intent_id=intent.id), outcome)
@@ -141,9 +142,17 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
         return Fulfilment(payment, entry, newly_credited=False)
     payment.status = Status.SUCCEEDED
     payment.failure_message = ""
+    payment.failure_code = ""
     payment.needs_attention = ""
     payment.save(
-        update_fields=["stripe_payment_intent_id", "status", "failure_message", "needs_attention", "updated_at"]
+        update_fields=[
+            "stripe_payment_intent_id",
+            "status",
+            "failure_message",
+            "failure_code",
+            "needs_attention",
+            "updated_at",
+        ]
     )
     entry = ledger.add_credits(
         payment.user,
@@ -194,15 +203,17 @@ def attach_intent(payment: Payment, *, intent_id: str) -> Payment:
 
 
 @transaction.atomic
-def fail_payment(payment: Payment, *, message: str, intent_id: str | None = None) -> Payment:
-    """Stripe refused the payment. A credited payment is never un-credited by a late failure."""
+def fail_payment(payment: Payment, *, message: str, code: str | None = "", intent_id: str | None = None) -> Payment:
+    """Stripe refused the payment. A credited payment is never un-credited by a late failure.
+    `message` is Stripe's, for staff; `code` names the customer's sentence (billing.decline_messages)."""
     payment = _lock(payment)
     if intent_id:
         _attach_intent(payment, intent_id)
     if payment.status in (Status.PENDING, Status.REQUIRES_ACTION):
         payment.status = Status.FAILED
         payment.failure_message = (message or "The payment failed.")[:500]
-    payment.save(update_fields=["stripe_payment_intent_id", "status", "failure_message", "updated_at"])
+        payment.failure_code = (code or "")[:100]
+    payment.save(update_fields=["stripe_payment_intent_id", "status", "failure_message", "failure_code", "updated_at"])
     return payment
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.conf import app_settings
+from billing.decline_messages import customer_message
 from billing.exceptions import AppendOnlyViolation
 
 # The ledger's limits, which every layer that accepts a number of credits or an amount checks
@@ -257,7 +258,11 @@ class Payment(models.Model):
     # An auto-recharge (billing.autorecharge) or a purchase the user made; the database allows one
     # auto-recharge in flight per user (the partial unique constraint below).
     purpose = models.CharField(max_length=20, choices=Purpose.choices, default=Purpose.PURCHASE, db_default="purchase")
+    # Why it failed: Stripe's message, for staff; the customer sees the sentence for
+    # failure_code instead (billing.decline_messages, customer_failure_message).
     failure_message = models.CharField(max_length=500, blank=True, default="")
+    # Stripe's decline code or error code (or "canceled"); empty when Stripe gave none.
+    failure_code = models.CharField(max_length=100, blank=True, default="", db_default="")
     # Refunded now, as Stripe's charge.amount_refunded says: a refund that fails drops out of it.
     amount_refunded = models.PositiveIntegerField(default=0)
     # Refunds that failed or were canceled at Stripe: the money never left.
@@ -316,6 +321,11 @@ class Payment(models.Model):
         reset development database, a second environment on one Stripe account); id plus
         creation time does not."""
         return f"{self.pk}-{int(self.created_at.timestamp() * 1_000_000)}"
+
+    @property
+    def customer_failure_message(self) -> str:
+        """Why it failed, in words for the customer (never Stripe's, which are for staff)."""
+        return customer_message(self.failure_code)
 
 
 class LedgerEntryQuerySet(models.QuerySet):

@@ -57,16 +57,20 @@ def ledger_page(user, page_number, *, per_page: int) -> LedgerPage:
     exists. A page number that is not a positive number shows the first page; one past the end
     (however large) shows the last page, found with a COUNT only on that rare path.
     """
-    number = page_number_from(page_number)
     entries = LedgerEntry.objects.filter(profile__user_id=user.pk).order_by("-id")
+    return _page(entries, page_number, per_page=per_page)
+
+
+def _page(rows_in_order, page_number, *, per_page: int) -> LedgerPage:
+    number = page_number_from(page_number)
     if number <= MAX_PAGE_NUMBER:
         start = (number - 1) * per_page
-        rows = list(entries[start : start + per_page + 1])
+        rows = list(rows_in_order[start : start + per_page + 1])
         if rows or number == 1:
             return LedgerPage(rows[:per_page], number, len(rows) > per_page)
-    last = max(1, -(-entries.count() // per_page))
+    last = max(1, -(-rows_in_order.count() // per_page))
     start = (last - 1) * per_page
-    return LedgerPage(list(entries[start : start + per_page]), last, False)
+    return LedgerPage(list(rows_in_order[start : start + per_page]), last, False)
 
 
 def page_number_from(value) -> int:
@@ -79,8 +83,38 @@ def page_number_from(value) -> int:
     return max(1, int(text))
 
 
-def recent_payments(user, *, limit: int = 20):
-    return list(Payment.objects.filter(user_id=user.pk).select_related("pack").order_by("-created_at", "-id")[:limit])
+@dataclass(frozen=True)
+class PaymentRow:
+    """A row of the payment history: one payment, or a run of consecutive failed attempts shown
+    as one (`payment` the latest of them, whose reason the row gives), so declines do not bury
+    purchases."""
+
+    payment: Payment
+    failed_attempts: int = 1
+
+    @property
+    def grouped(self) -> bool:
+        return self.failed_attempts > 1
+
+
+def payments_page(user, page_number, *, per_page: int) -> LedgerPage:
+    """One page of the user's payments, newest first, in ONE query as ledger_page (served by the
+    (user, -created_at) index), its consecutive failed attempts grouped into one row each
+    (within the page: a run cut by a page break shows on both pages)."""
+    payments = Payment.objects.filter(user_id=user.pk).select_related("pack").order_by("-created_at", "-id")
+    page = _page(payments, page_number, per_page=per_page)
+    return LedgerPage(group_failed(page.object_list), page.number, page.has_next_page)
+
+
+def group_failed(payments) -> list[PaymentRow]:
+    rows: list[PaymentRow] = []
+    for payment in payments:
+        failed = payment.status == Payment.Status.FAILED
+        if failed and rows and rows[-1].payment.status == Payment.Status.FAILED:
+            rows[-1] = PaymentRow(rows[-1].payment, rows[-1].failed_attempts + 1)
+        else:
+            rows.append(PaymentRow(payment))
+    return rows
 
 
 @dataclass(frozen=True)

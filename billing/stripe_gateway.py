@@ -7,7 +7,8 @@ family, each with a message fit for the user:
 - `StripeUnavailable`: Stripe could not be reached or answered with a server error, a rate
   limit or a refusal of our keys. The outcome of a create is then unknown: callers keep the
   payment pending so the webhook or `reconcile_payments` settles it later. Views answer 503.
-- `CardDeclined`: the card was refused; `user_message` is Stripe's message for the card (402).
+- `CardDeclined`: the card was refused; `user_message` is the customer's sentence for Stripe's
+  code (billing.decline_messages), `stripe_message` Stripe's own words for staff (402).
 - `InvalidPaymentRequest`: Stripe rejected the request itself, e.g. an unknown payment method (400).
 - `WebhookSignatureError`: a webhook body whose signature, timestamp or JSON does not check out.
 
@@ -35,6 +36,7 @@ import stripe
 from django.utils.translation import gettext as _
 
 from billing.conf import app_settings
+from billing.decline_messages import customer_message, error_code
 from billing.exceptions import (
     BillingError,
     CardDeclined,
@@ -93,6 +95,7 @@ class Intent:
     client_secret: str | None
     metadata: dict = field(default_factory=dict)
     error_message: str | None = None  # last_payment_error.message, when the last attempt failed
+    error_code: str | None = None  # last_payment_error's decline_code or code (billing.decline_messages)
     latest_charge_id: str | None = None
     created: int | None = None  # Unix time
 
@@ -477,6 +480,7 @@ def _intent(obj) -> Intent:
         client_secret=data.get("client_secret"),
         metadata={str(k): str(v) for k, v in metadata.items()},
         error_message=error.get("message") if isinstance(error, dict) else None,
+        error_code=error_code(error),
         latest_charge_id=charge if isinstance(charge, str) else None,
         created=data.get("created") if isinstance(data.get("created"), int) else None,
     )
@@ -510,8 +514,8 @@ def _translate(exc: stripe.StripeError, action: str, *, quiet: bool = False) -> 
     if isinstance(exc, stripe.CardError):
         intent = error.get("payment_intent")
         intent_id = intent.get("id") if isinstance(intent, dict) else intent if isinstance(intent, str) else None
-        code = error.get("decline_code") or error.get("code") or exc.code
-        return CardDeclined(description, message, intent_id=intent_id, code=code)
+        code = error_code(error) or exc.code
+        return CardDeclined(description, customer_message(code), intent_id=intent_id, code=code, stripe_message=message)
     if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status or 400) < 500:
         if not quiet:
             logger.warning("stripe rejected a request: %s", description)

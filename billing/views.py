@@ -36,7 +36,9 @@ def billing_page(request):
             "saved_card": saved_card,
             "auto_recharge": auto_recharge,
             "stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY or "",
-            "payments": selectors.recent_payments(request.user),
+            "payments": selectors.payments_page(
+                request.user, request.GET.get("payments"), per_page=app_settings.BILLING_PAYMENTS_PAGE_SIZE
+            ),
             "ledger": selectors.ledger_page(
                 request.user, request.GET.get("page"), per_page=app_settings.BILLING_LEDGER_PAGE_SIZE
             ),

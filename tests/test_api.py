@@ -71,7 +71,7 @@ def test_stripe_uses_the_configured_default_pack(localstripe, settings, signed_i
 def test_stripe_decline_answers_like_the_charge_endpoint(localstripe, signed_in_client, user):
     response = post_json(signed_in_client, STRIPE, {"id": card(DECLINED)})
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
-    assert response.json() == {"error": "Your card was declined."}
+    assert response.json() == {"error": "Your card was declined. Please use another card or contact your bank."}
     assert Payment.objects.get(user=user).status == Payment.Status.FAILED
     assert ledger.get_balance(user) == 0
 

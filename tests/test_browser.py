@@ -118,7 +118,7 @@ def test_sign_up_buy_spend_and_a_declined_card(page):
     page.get_by_test_id("spend").click()
     expect(header).to_have_text("Credits: 4")
 
-    # A declined card: Stripe's message inline, the dialog still open, the balance untouched.
+    # A declined card: a sentence for the customer inline, the dialog still open, the balance untouched.
     page.goto("/billing/")
     page.locator("[data-buy-pack=starter]").click()
     expect(dialog).to_be_visible()
@@ -147,6 +147,23 @@ def test_three_d_secure_card_is_credited_after_authentication(page):
     expect(page.get_by_test_id("header-credits")).to_have_text("Credits: 5")
     expect(page.locator("#add-credits-dialog")).to_be_hidden()
     assert Payment.objects.get(user__email="secure@example.com").status == "succeeded"
+    assert not page.problems, page.problems
+
+
+def test_three_d_secure_refused_reads_in_plain_words(page):
+    from playwright.sync_api import expect
+
+    sign_up(page, "refused@example.com")
+    page.goto("/billing/")
+    page.locator("[data-buy-pack=starter]").click()
+    fill_card(page, "4000002500003155")
+    page.get_by_test_id("pay-submit").click()
+    page.get_by_role("button", name="Fail authentication").click()
+    # The server's sentence (billing/decline_messages.py), never Stripe.js's own words.
+    expect(page.get_by_test_id("pay-error")).to_contain_text("Your bank could not confirm the payment")
+    expect(page.get_by_test_id("pay-error")).not_to_contain_text("PaymentMethod")
+    expect(page.get_by_test_id("header-credits")).to_have_text("Credits: 0")
+    assert Payment.objects.get(user__email="refused@example.com").status == "failed"
     assert not page.problems, page.problems
 
 

@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.db import OperationalError, connection
 from django.test import Client
 
-from billing import charges, ledger, stripe_gateway
+from billing import charges, decline_messages, ledger, stripe_gateway
 from billing.models import CreditPack, LedgerEntry, Payment, StripeEvent
 from scripts import localstripe_server
 from tests import seed
@@ -105,16 +105,17 @@ def test_each_pack_charges_its_own_price(localstripe, signed_in_client, user):
 
 
 @pytest.mark.parametrize("payment_method", ["new-declining-card", "pm_card_chargeCustomerFail"])
-def test_decline_answers_402_with_stripes_message(localstripe, signed_in_client, user, payment_method):
+def test_decline_answers_402_in_words_for_the_customer(localstripe, signed_in_client, user, payment_method):
     pm = card(DECLINED) if payment_method == "new-declining-card" else payment_method
 
     response = post_json(signed_in_client, CHARGE, {"pack": "starter", "payment_method": pm})
 
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
-    assert response.json() == {"error": "Your card was declined."}
+    assert response.json() == {"error": str(decline_messages.MESSAGES["card_declined"])}
     payment = Payment.objects.get(user=user)
     assert payment.status == Payment.Status.FAILED
-    assert payment.failure_message == "Your card was declined."
+    # Stripe's own words stay for staff, with its code.
+    assert (payment.failure_message, payment.failure_code) == ("Your card was declined.", "card_declined")
     # Stripe's decline names the intent the attempt made: the payment keeps it for staff and reconcile.
     intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
     assert (intent.status, intent.metadata["payment_id"]) == ("requires_payment_method", str(payment.pk))
@@ -126,7 +127,7 @@ def test_confirming_a_declined_payment_answers_402_and_credits_nothing(localstri
     payment = Payment.objects.get(user=user)
     response = post_json(signed_in_client, confirm_url(payment.pk))
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
-    assert response.json() == {"error": "Your card was declined."}
+    assert response.json() == {"error": str(decline_messages.MESSAGES["card_declined"])}
     assert_nothing_credited(user)
 
 
@@ -176,9 +177,10 @@ def test_3ds_refused_by_the_bank_fails_the_payment(localstripe, signed_in_client
     response = post_json(signed_in_client, confirm_url(payment.pk))
 
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
-    assert response.json() == {"error": "The provided PaymentMethod has failed authentication."}
+    assert response.json() == {"error": str(decline_messages.MESSAGES["payment_intent_authentication_failure"])}
     payment.refresh_from_db()
     assert payment.status == Payment.Status.FAILED
+    assert payment.failure_message == "The provided PaymentMethod has failed authentication."
     assert_nothing_credited(user)
 
 

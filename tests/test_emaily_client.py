@@ -228,7 +228,7 @@ def test_stripe_down_while_turning_a_token_answers_503_and_creates_nothing(close
 def test_a_declined_tokens_card_answers_402_with_the_message(localstripe, signed_in_client, user):
     response = post_json(signed_in_client, STRIPE, legacy_token(localstripe, DECLINED))
     assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
-    assert response.json() == {"error": "Your card was declined."}
+    assert response.json() == {"error": "Your card was declined. Please use another card or contact your bank."}
     assert Payment.objects.get(user=user).status == Payment.Status.FAILED
     assert ledger.get_balance(user) == 0
 

@@ -126,7 +126,11 @@ def buy_and_check(client: EmailyClient, localstripe: str, email: str):
     assert client.header() == "Credits: 10"  # never a blank "Credits: "
 
     declined = client.handle_token(legacy_token(localstripe, DECLINED, email=email))
-    assert declined == {"rejected": True, "status": 402, "data": {"error": "Your card was declined."}}
+    assert declined == {
+        "rejected": True,
+        "status": 402,
+        "data": {"error": "Your card was declined. Please use another card or contact your bank."},
+    }
     assert client.header() == "Credits: 10"
 
     statuses = sorted(Payment.objects.filter(user__email=email).values_list("status", flat=True))

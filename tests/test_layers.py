@@ -10,7 +10,7 @@ import pytest
 
 BILLING = Path(__file__).resolve().parent.parent / "billing"
 
-FOUNDATIONS = {"conf", "exceptions", "signals", "users", "templatetags.billing_money"}
+FOUNDATIONS = {"conf", "exceptions", "signals", "users", "decline_messages", "templatetags.billing_money"}
 CORE = FOUNDATIONS | {"models", "ledger", "stripe_gateway"}
 SERVICES = CORE | {"fulfilment", "charges", "cards", "refunds", "reconcile", "abandoned", "webhooks"}
 READS = {"conf", "models", "selectors", "pages", "ratelimit"}
@@ -21,10 +21,11 @@ ALLOWED = {
     "exceptions": set(),
     "signals": set(),
     "users": set(),
+    "decline_messages": set(),
     "templatetags.billing_money": set(),
-    "models": {"conf", "exceptions"},
+    "models": {"conf", "exceptions", "decline_messages"},
     "ledger": {"conf", "exceptions", "models", "signals", "ledger"},
-    "stripe_gateway": {"conf", "exceptions"},
+    "stripe_gateway": {"conf", "exceptions", "decline_messages"},
     "fulfilment": CORE,
     "charges": CORE | {"fulfilment"},
     "cards": CORE | {"fulfilment", "charges"},

@@ -24,8 +24,17 @@ def test_billing_page_explains_a_failed_payment(signed_in_client, user):
 
     pack = CreditPack.objects.get(slug="starter")
     Payment.objects.create(
-        user=user, pack=pack, credits=5, amount=500, currency="usd", status="failed", failure_message="Card declined."
+        user=user,
+        pack=pack,
+        credits=5,
+        amount=500,
+        currency="usd",
+        status="failed",
+        failure_message="Stripe's words.",
+        failure_code="expired_card",
     )
     response = signed_in_client.get("/billing/")
     assert b"Failed" in response.content
-    assert b"Card declined." in response.content
+    # In words for the customer; Stripe's own stay in the admin.
+    assert b"Your card has expired." in response.content
+    assert b"words." not in response.content

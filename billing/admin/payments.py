@@ -71,6 +71,7 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
         "status",
         "needs_attention",
         "failure_message",
+        "failure_code",
         "price",
         "credits",
         "stripe_payment_intent_id",

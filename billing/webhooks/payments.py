@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from billing import fulfilment
+from billing.decline_messages import error_code
 from billing.exceptions import PaymentMismatch
 from billing.models import Payment
 from billing.webhooks.matching import find_payment, stripe_id
@@ -23,7 +24,12 @@ def _intent_failed(intent: dict, found: Found) -> None:
     payment, intent_id = _payment_for_intent(intent)
     error = intent.get("last_payment_error")
     message = error.get("message") if isinstance(error, dict) else None
-    fulfilment.fail_payment(payment, message=message if isinstance(message, str) else "", intent_id=intent_id)
+    fulfilment.fail_payment(
+        payment,
+        message=message if isinstance(message, str) else "",
+        code=error_code(error),
+        intent_id=intent_id,
+    )
 
 
 def _payment_for_intent(intent: dict) -> tuple[Payment, str]:

@@ -155,7 +155,9 @@ const billingHttp = (function () {
     const url = config.confirmUrl.replace(config.paymentPlaceholder, encodeURIComponent(answer.payment));
     const result = await postJSON(url, {});
     if (outcome && outcome.error && !(result.status === 200 && result.body.status === "succeeded")) {
-      return { status: 402, body: { error: outcome.error.message || "Your bank did not confirm the payment." } };
+      // The server's sentence for the customer (billing/decline_messages.py), not Stripe.js's words.
+      if (result.body && result.body.error) return result;
+      return { status: 402, body: { error: "Your bank did not confirm the payment." } };
     }
     return result;
   }
@@ -363,7 +365,9 @@ const billingHttp = (function () {
     const url = config.confirmUrl.replace("/0/", "/" + encodeURIComponent(answer.payment) + "/");
     const result = await postJSON(url, {});
     if (outcome && outcome.error && !(result.status === 200 && result.body.status === "succeeded")) {
-      return { status: 402, body: { error: outcome.error.message || "Your bank did not confirm the payment." } };
+      // The server's sentence for the customer (billing/decline_messages.py), not Stripe.js's words.
+      if (result.body && result.body.error) return result;
+      return { status: 402, body: { error: "Your bank did not confirm the payment." } };
     }
     return result;
   }
