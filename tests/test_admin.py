@@ -359,3 +359,22 @@ def test_stripe_event_admin_is_read_only(client, superuser):
     assert client.get(reverse("admin:billing_stripeevent_add")).status_code == HTTPStatus.FORBIDDEN
     change_url = reverse("admin:billing_stripeevent_change", args=[event.pk])
     assert client.post(change_url, {"status": "processed"}).status_code == HTTPStatus.FORBIDDEN
+
+
+def test_wide_lists_fit_1280_without_the_app_sidebar(client, superuser, user):
+    """Payments, ledger and grants go without the admin's app sidebar and load billing's list
+    stylesheet, so their last columns are not clipped at 1280 px; the headers are short."""
+    add_credits(user, 5, kind=LedgerEntry.Kind.BONUS, reason="welcome")
+    Payment.objects.create(
+        user=user, pack=CreditPack.objects.get(slug="starter"), credits=5, amount=500, currency="usd"
+    )
+    client.force_login(superuser)
+    for name in ("payment", "ledgerentry", "creditgrant"):
+        page = client.get(reverse(f"admin:billing_{name}_changelist"))
+        assert page.status_code == HTTPStatus.OK
+        assert b'id="nav-sidebar"' not in page.content
+        assert b"billing/admin/lists.css" in page.content
+    payments = client.get(reverse("admin:billing_payment_changelist")).content.lower()
+    assert b"clawed back" in payments and b"not recovered" in payments
+    # Other admin pages keep the sidebar.
+    assert b'id="nav-sidebar"' in client.get(reverse("admin:billing_profile_changelist")).content

@@ -36,6 +36,19 @@ class EmailSearchMixin:
         return super().get_search_results(request, queryset, search_term)
 
 
+class WideListMixin:
+    """For changelists with many columns. At 1280 px the admin's app sidebar and the filter
+    column leave such a table about 630 px and it clips its last columns, so these lists go
+    without the app sidebar (the breadcrumbs still lead back) and billing/admin/lists.css keeps
+    dates, emails and amounts on one line and gives free text the room that is left."""
+
+    class Media:
+        css = {"all": ["billing/admin/lists.css"]}
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Viewable by staff with the view permission; nobody adds, changes or deletes here."""
 

@@ -5,18 +5,18 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin
+from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin
 from billing.models import LedgerEntry
 from billing.users import display_name, lookup_fields
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
+class LedgerEntryAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
     search_help_text = _(
         "A whole email address (fast), or part of an email or reason, or an exact idempotency key (scans the ledger)."
     )
-    list_display = ["id", "when", "email", "kind", "signed_delta", "balance_after", "reason", "actor"]
+    list_display = ["id", "when", "email", "kind", "signed_delta", "balance", "reason", "actor"]
     list_display_links = ["id"]
     sortable_by = ["id"]  # the only order a million rows can be sorted in by an index
     show_facets = admin.ShowFacets.NEVER  # per-choice counts would scan the whole ledger
@@ -53,6 +53,11 @@ class LedgerEntryAdmin(EmailSearchMixin, ReadOnlyAdmin):
     @admin.display(description=_("delta"))
     def signed_delta(self, entry):
         return f"{entry.delta:+d}"
+
+    @admin.display(description=_("balance"))
+    def balance(self, entry):
+        # "balance after" would widen a column of short numbers and squeeze the reason at 1280 px.
+        return entry.balance_after
 
     @admin.display(description=_("credit grants"))
     def grants(self, entry):

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin
+from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin
 from billing.models import CreditGrant
 from billing.users import display_name, lookup_fields
 
@@ -41,7 +41,7 @@ class GrantStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(CreditGrant)
-class CreditGrantAdmin(EmailSearchMixin, ReadOnlyAdmin):
+class CreditGrantAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
     search_help_text = _("A whole email address (fast), or part of one.")
     list_display = ["id", "created_at", "email", "category", "source", "amount", "remaining", "expires", "payment"]

@@ -9,7 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin
+from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin, WideListMixin
 from billing.exceptions import BillingError
 from billing.models import Payment
 from billing.refunds import preview_refund, refund_payment
@@ -44,18 +44,17 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 @admin.register(Payment)
-class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
+class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "user_id"
     list_display = [
         "id",
-        "created_at",
+        "created",
         "email",
         "pack",
         "status",
         "price",
-        "credits",
         "refunded",
-        "credits_clawed_back",
+        "clawed_back",
         "unrecovered",
     ]
     list_select_related = ["user", "pack"]
@@ -89,6 +88,12 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     def email(self, payment):
         return display_name(payment.user)
 
+    # The list has no credits column (the pack says it; the payment's page has it) so that the
+    # refund columns fit at 1280 px.
+    @admin.display(description=_("created (UTC)"), ordering="created_at")
+    def created(self, payment):
+        return payment.created_at.strftime("%Y-%m-%d %H:%M")
+
     @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):
         return money(payment.amount, payment.currency)
@@ -97,7 +102,11 @@ class PaymentAdmin(EmailSearchMixin, ReadOnlyAdmin):
     def refunded(self, payment):
         return money(payment.amount_refunded, payment.currency) if payment.amount_refunded else "-"
 
-    @admin.display(description=_("credits not recovered"), ordering="credits_unrecovered")
+    @admin.display(description=_("clawed back"), ordering="credits_clawed_back")
+    def clawed_back(self, payment):
+        return payment.credits_clawed_back
+
+    @admin.display(description=_("not recovered"), ordering="credits_unrecovered")
     def unrecovered(self, payment):
         # Credits a refund or dispute could not take back because they were already spent.
         if not payment.credits_unrecovered:
