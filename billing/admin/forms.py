@@ -14,6 +14,14 @@ class OneTimeForm(forms.Form):
     # One id per rendering of the form: a double-click or a resubmitted POST reuses it as the
     # ledger idempotency key, so the change is applied once.
     request_id = forms.UUIDField(widget=forms.HiddenInput)
+    reason = forms.CharField(
+        max_length=255,
+        help_text=_(
+            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
+            "notes). Your name is saved with it, for staff only."
+        ),
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
@@ -28,14 +36,6 @@ class AdjustCreditsForm(OneTimeForm):
         min_value=-MAX_DELTA,
         max_value=MAX_DELTA,
         help_text=_("A whole number of credits: positive adds, negative removes (e.g. 5 or -3)."),
-    )
-    reason = forms.CharField(
-        max_length=255,
-        help_text=_(
-            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
-            "notes). Your name is saved with it, for staff only."
-        ),
-        widget=forms.TextInput(attrs={"size": 60}),
     )
     field_order = ["delta", "reason"]
 
@@ -70,14 +70,6 @@ class GrantCreditsForm(OneTimeForm):
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text=_("A date (YYYY-MM-DD): the credits can be used until the end of that day."),
-    )
-    reason = forms.CharField(
-        max_length=255,
-        help_text=_(
-            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
-            "notes). Your name is saved with it, for staff only."
-        ),
-        widget=forms.TextInput(attrs={"size": 60}),
     )
     field_order = ["amount", "category", "expires_in_days", "expires_on", "reason"]
 

@@ -28,6 +28,20 @@ from billing.models import CreditGrant, GrantAllocation, LedgerEntry, Profile
 DRAWDOWN_ORDER = (F("expires_at").asc(nulls_last=True), F("category").desc(), F("created_at").asc(), F("id").asc())
 
 
+def lock_profile(alias: str, *, profile_id: int | None = None, user_id: int | None = None) -> Profile:
+    """The profile's row, locked for the caller's transaction: the lock every writer of a
+    profile's balance, grants and holds takes first. By user, the profile is made if missing."""
+    locked = Profile.objects.using(alias).select_for_update(of=("self",)).select_related("user")
+    if profile_id is not None:
+        return locked.get(pk=profile_id)
+    return locked.get_or_create(user_id=user_id)[0]
+
+
+def own_grant_id(alias: str, payment_id: int) -> int | None:
+    """The grant a payment's purchase opened (a refund draws on it first, a reinstatement refills it first)."""
+    return CreditGrant.objects.using(alias).filter(payment_id=payment_id).values_list("pk", flat=True).first()
+
+
 def open_grants(alias: str, profile_id: int, now):
     """The profile's grants that still hold credits and have not expired, in the drawdown order."""
     return (

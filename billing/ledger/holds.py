@@ -121,7 +121,7 @@ def release_hold(hold: Hold) -> Hold:
     """Free the hold's credits without using any. Releasing an ended hold changes nothing."""
     alias = router.db_for_write(Hold)
     with transaction.atomic(using=alias):
-        _lock_profile(alias, hold.profile_id)
+        grants.lock_profile(alias, profile_id=hold.profile_id)
         current = Hold.objects.using(alias).get(pk=hold.pk)
         if current.status == Status.ACTIVE:
             _end(alias, current, Status.RELEASED, timezone.now())
@@ -215,7 +215,7 @@ def sweep_lapsed(alias: str, user, now) -> bool:
     if not due:
         return False
     with transaction.atomic(using=alias):
-        profile = _lock_profile(alias, None, user_id=user.pk)
+        profile = grants.lock_profile(alias, user_id=user.pk)
         if next_expiry is not None and next_expiry <= now:
             grants.expire_locked(alias, profile, now)
         if next_hold_expiry is not None and next_hold_expiry <= now:
@@ -229,7 +229,7 @@ def _capture_locked(alias: str, hold_id: int, amount: int, reason: str, key: str
 
     with transaction.atomic(using=alias):
         hold = Hold.objects.using(alias).get(pk=hold_id)
-        profile = _lock_profile(alias, hold.profile_id)
+        profile = grants.lock_profile(alias, profile_id=hold.profile_id)
         hold = Hold.objects.using(alias).select_related("entry").get(pk=hold_id)
         if hold.status == Status.CAPTURED:
             return hold.entry
@@ -271,8 +271,3 @@ def _recompute_hint(alias: str, profile_id: int) -> None:
         .aggregate(soonest=Min("expires_at"))["soonest"]
     )
     Profile.objects.using(alias).filter(pk=profile_id).update(next_hold_expiry=soonest)
-
-
-def _lock_profile(alias: str, profile_id: int | None, *, user_id: int | None = None) -> Profile:
-    locked = Profile.objects.using(alias).select_for_update(of=("self",)).select_related("user")
-    return locked.get(pk=profile_id) if profile_id is not None else locked.get(user_id=user_id)

@@ -134,7 +134,7 @@ def claw_back_credits(
     fields = _fields(-amount, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
-        profile = _locked_profile(alias, user)
+        profile = grants.lock_profile(alias, user_id=user.pk)
         now = timezone.now()  # once the lock is won: what has expired by then is not drawn
         if idempotency_key is not None:
             # Under the profile's row lock, so an earlier clawback with this key has committed.
@@ -147,9 +147,7 @@ def claw_back_credits(
         take = min(credits, amount)
         if take == 0:
             return None, amount
-        own = None
-        if payment is not None:
-            own = CreditGrant.objects.using(alias).filter(payment_id=payment.pk).values_list("pk", flat=True).first()
+        own = grants.own_grant_id(alias, payment.pk) if payment is not None else None
         entry = debit_portable(alias, user.pk, {**fields, "delta": -take}, now, first_grant_id=own, ignore_holds=True)
         return entry, amount - take
 
@@ -162,13 +160,13 @@ def reinstate_credits(user, amount: int, *, payment: Payment, reason: str, idemp
     fields = _fields(amount, kind=Kind.REINSTATEMENT, reason=reason, payment=payment, idempotency_key=idempotency_key)
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
-        profile = _locked_profile(alias, user)
+        profile = grants.lock_profile(alias, user_id=user.pk)
         now = timezone.now()
         done = LedgerEntry.objects.using(alias).select_related("profile").filter(idempotency_key=idempotency_key)
         if done:
             return _check_same_operation(done[0], user, fields)
         owed = grants.taken_back(alias, payment.pk)
-        own = CreditGrant.objects.using(alias).filter(payment_id=payment.pk).values_list("pk", flat=True).first()
+        own = grants.own_grant_id(alias, payment.pk)
         back, left = {}, amount
         for grant_id in sorted(owed, key=lambda grant_id: (grant_id != own, grant_id)):
             back[grant_id] = min(owed[grant_id], left)
@@ -221,16 +219,6 @@ def _is_int(value) -> bool:
 def _check_positive(amount) -> None:
     if not _is_int(amount) or not 0 < amount <= MAX_DELTA:
         raise ValueError(f"amount must be a positive whole number of at most {MAX_DELTA:,} credits, got {amount!r}")
-
-
-def _locked_profile(alias: str, user) -> Profile:
-    profile, _ = (
-        Profile.objects.using(alias)
-        .select_for_update(of=("self",))
-        .select_related("user")
-        .get_or_create(user_id=user.pk)
-    )
-    return profile
 
 
 def _fields(delta: int, *, kind: str, reason: str, actor=None, payment=None, idempotency_key=None) -> dict:
