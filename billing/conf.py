@@ -35,7 +35,7 @@ DEFAULTS: dict[str, object] = {
     "STRIPE_MAX_NETWORK_RETRIES": 1,
     # The web worker's request timeout (gunicorn --timeout): a request still running then is killed.
     "BILLING_WEB_TIMEOUT_SECONDS": 30,
-    # The pack `/api/stripe` buys and the Add Credits dialog selects first.
+    # The pack `/api/stripe` buys and the Add credits dialog selects first.
     "BILLING_DEFAULT_PACK": "starter",
     # Seconds a payment may wait for the customer's 3-D Secure before it is canceled at Stripe.
     "BILLING_ABANDONED_AFTER": 3600,

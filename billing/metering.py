@@ -85,7 +85,7 @@ def metered_view(up_to: int, *, reason: str | None = None, expires_in: timedelta
     """Decorator form of `metered` for a view: the view receives the meter as `request.meter`
     and charges on it; an answer of 400 or more (or an exception) releases everything. It
     answers as `credits_required` does (billing.decorators.paid_view): signed out, a login
-    redirect (401 for JSON); a short balance, 402 (JSON, or a page with Add Credits), the view
+    redirect (401 for JSON); a short balance, 402 (JSON, or a page with Add credits), the view
     never run; an `Idempotency-Key` header, at most once."""
     if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to <= 0:
         raise ValueError("metered_view needs a positive whole number of credits")

@@ -5,8 +5,10 @@ from functools import lru_cache
 from django.conf import settings
 
 
-def build_policy() -> str:
+def build_policy(*, inline_styles: bool = False) -> str:
     policy = settings.SECURE_CSP
+    if inline_styles:
+        policy = {**policy, "style-src": [*policy.get("style-src", []), "'unsafe-inline'"]}
     return _render(tuple((name, tuple(values)) for name, values in policy.items()))
 
 
@@ -25,5 +27,8 @@ class ContentSecurityPolicyMiddleware:
         response = self.get_response(request)
         # The admin ships inline scripts and styles; it is staff-only and keeps Django's defaults.
         if not request.path.startswith("/admin/"):
-            response.headers.setdefault("Content-Security-Policy", build_policy())
+            # With DEBUG on, a 404 or 500 is Django's technical page, styled inline: let its styles
+            # apply there (development only; with DEBUG off templates/404.html uses the stylesheet).
+            technical_page = settings.DEBUG and response.status_code in (404, 500)
+            response.headers.setdefault("Content-Security-Policy", build_policy(inline_styles=technical_page))
         return response

@@ -7,9 +7,13 @@ from pathlib import Path
 import dj_database_url
 
 from core import csp
-from core.env import env_bool, env_list, env_required
+from core.env import env_bool, env_list, env_required, load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Development: a `.env` file in the project folder (`make run` writes one on its first run) fills in
+# what the environment leaves unset; DOTENV_PATH names another file, or turns it off when empty.
+load_dotenv(BASE_DIR / ".env")
 
 DEBUG = env_bool("DEBUG", False)
 
@@ -69,6 +73,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "billing.context_processors.billing",
                 "accounts.context_processors.login_options",
+                "core.context_processors.site",
             ],
         },
     },
@@ -129,6 +134,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The site's wording over its libraries' (sentence case for allauth's "Sign In"...): locale/en.
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# One 24-hour date and time style, the admin's included (core/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["core.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -191,6 +200,8 @@ SOCIALACCOUNT_PROVIDERS = {
 
 # --- email -------------------------------------------------------------------------------
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "credits@localhost")
+# Where customers write for help: every page's footer and the password-reset page show it.
+SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "").strip() or DEFAULT_FROM_EMAIL
 if os.environ.get("EMAIL_HOST"):
     EMAIL_HOST = os.environ["EMAIL_HOST"]
     EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))

@@ -11,6 +11,7 @@ admin.site.login = secure_admin_login(admin.site.login)
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("fortune/", views.fortune, name="fortune"),
     path("fortune/long/", views.long_fortune, name="long_fortune"),
     path("billing/", include("billing.urls")),

@@ -1,26 +1,46 @@
 from http import HTTPStatus
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_http_methods
 
 from billing.decorators import credits_required
 from billing.ledger import get_balance
 from billing.metering import metered_view
 
+# Ledger entries that mean the user has bought or used credits before: they are "back".
+RETURNING_KINDS = ["purchase", "spend", "capture"]
+# The last fortune bought, kept in the session so a reload shows it again without charging (the
+# POST answers with a redirect to the page, which reads it from here).
+LAST_FORTUNE = "last_fortune"
+LAST_LONG_FORTUNE = "last_long_fortune"
+
 
 def home(request):
-    return render(request, "home.html")
+    context = {}
+    if request.user.is_authenticated:
+        context = {
+            "balance": get_balance(request.user),
+            "returning": request.user.profile.ledger_entries.filter(kind__in=RETURNING_KINDS).exists(),
+        }
+    return render(request, "home.html", context)
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page says: send them to the site's icon."""
+    return redirect(static("favicon.svg"), permanent=True)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def fortune(request):
-    """The example paid action's page: what it costs, and the button that spends a credit."""
+    """The example paid action's page: what it costs, the button that spends a credit (home has the
+    same button, posting here), and the last fortune bought."""
     if request.method == "POST":
         return _tell_fortune(request)
-    return render(request, "fortune.html", {"cost": 1})
+    context = {"cost": 1, "balance": get_balance(request.user), "last": request.session.get(LAST_FORTUNE)}
+    return render(request, "fortune.html", context)
 
 
 FORTUNES = [
@@ -37,7 +57,7 @@ def _tell_fortune(request):
     # Paid views capture a hold ("capture" entries); "spend" ones are fortunes told before holds.
     spent_so_far = request.user.profile.ledger_entries.filter(kind__in=["spend", "capture"]).count()
     fortune = FORTUNES[spent_so_far % len(FORTUNES)]
-    messages.success(request, f"Your fortune: {fortune} (1 credit spent, {get_balance(request.user)} left)")
+    request.session[LAST_FORTUNE] = {"text": fortune, "spent": 1, "left": get_balance(request.user)}
     return redirect("fortune")
 
 
@@ -55,7 +75,8 @@ def long_fortune(request):
     """The metered example action's page: up to 3 credits, 1 for each sentence the fortune has."""
     if request.method == "POST":
         return _tell_long_fortune(request)
-    return render(request, "long_fortune.html", {"up_to": LONG_FORTUNE_MAX_SENTENCES})
+    context = {"up_to": LONG_FORTUNE_MAX_SENTENCES, "last": request.session.get(LAST_LONG_FORTUNE)}
+    return render(request, "long_fortune.html", context)
 
 
 def compose_long_fortune(told_before: int) -> list[str]:
@@ -78,8 +99,7 @@ def _tell_long_fortune(request):
             status=HTTPStatus.SERVICE_UNAVAILABLE,
         )
     request.meter.charge(len(sentences))
-    cost = f"{len(sentences)} credit{'s' if len(sentences) != 1 else ''}"
     # What will be left once the hold is captured: what is available now, plus what is held and not used.
     left = get_balance(request.user) + LONG_FORTUNE_MAX_SENTENCES - len(sentences)
-    messages.success(request, f"Your long fortune: {' '.join(sentences)} ({cost} spent, {left} left)")
+    request.session[LAST_LONG_FORTUNE] = {"text": " ".join(sentences), "spent": len(sentences), "left": left}
     return redirect("long_fortune")

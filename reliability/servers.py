@@ -130,7 +130,7 @@ def server_env(database_url: str, stripe_base: str, **extra: str) -> dict:
     database, pointed at the given Stripe."""
     from django.conf import settings
 
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "DOTENV_PATH", "TMPDIR", "PYTHONPATH")}
     env.update(
         DJANGO_SETTINGS_MODULE="reliability.settings",
         # The scenario signs its users' sessions in with this process's key: the servers must share it.

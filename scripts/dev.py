@@ -3,27 +3,35 @@
 Beside the site run a task worker (`manage.py db_worker`, billing's background work) and, every
 minute, `manage.py billing_periodic`, as a scheduler would in production (docs/INSTALL.md).
 
-With no STRIPE_SECRET_KEY in the environment (a newcomer with no Stripe account), localstripe,
-the offline Stripe stand-in, starts on loopback next to the site; the site's Stripe API, Stripe.js
-and webhook all point at it, and it stops when the site does (Ctrl-C). With real keys set, the
-site talks to real Stripe and nothing else is started.
+On its first run it writes `.env` from `.env.development.example` (DEBUG=1, a fresh SECRET_KEY,
+localstripe's keys and address), which core/settings.py reads, so `python manage.py <command>` needs
+nothing set by hand either. Variables set in the environment win over the file.
 
-Environment: PORT (site, default 8000), LOCALSTRIPE_PORT (default 8420, or a free one if taken).
+With no STRIPE_SECRET_KEY, or with STRIPE_API_BASE on loopback (the `.env` it writes), localstripe,
+the offline Stripe stand-in, starts on loopback next to the site; the site's Stripe API, Stripe.js
+and webhook all point at it, and it stops when the site does (Ctrl-C). With real keys set (and no
+loopback STRIPE_API_BASE), the site talks to real Stripe and nothing else is started.
+
+Environment: PORT (site, default 8000), LOCALSTRIPE_PORT (default: STRIPE_API_BASE's port, else 8420,
+or a free one if taken).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as `python scripts/dev.py`: make `scripts` importable
 
+from core.env import read_dotenv  # noqa: E402
 from scripts import localstripe_server  # noqa: E402
 
 DEV_WEBHOOK_SECRET = "whsec_local_dev"  # noqa: S105  (signs localstripe's deliveries on loopback; not a secret)
@@ -40,10 +48,33 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+DOTENV_TEMPLATE = ROOT / ".env.development.example"
+
+
+def write_dotenv_if_missing(path: Path) -> bool:
+    """First run: `.env` from the development template, with a SECRET_KEY of its own."""
+    if path.exists():
+        return False
+    text = DOTENV_TEMPLATE.read_text(encoding="utf-8").replace("__generated__", secrets.token_urlsafe(50))
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    return True
+
+
+def uses_localstripe(env: dict[str, str]) -> bool:
+    """No Stripe key at all, or a Stripe API on this machine (the development `.env`)."""
+    base = urlsplit(env.get("STRIPE_API_BASE", "").strip())
+    return not env.get("STRIPE_SECRET_KEY", "").strip() or base.hostname in ("127.0.0.1", "localhost", "::1")
+
+
 def start_localstripe(env: dict[str, str], site_port: str) -> subprocess.Popen:
     """Start localstripe, point `env` at it and register the site's webhook with it."""
-    wanted = int(env.get("LOCALSTRIPE_PORT", "8420"))
-    proc, base = localstripe_server.start(wanted if port_is_free(wanted) else None)
+    configured = urlsplit(env.get("STRIPE_API_BASE", "").strip()).port
+    wanted = int(env.get("LOCALSTRIPE_PORT") or configured or 8420)
+    free = port_is_free(wanted)
+    if not free:
+        print(f"Port {wanted} is taken: localstripe takes a free one for this run.", file=sys.stderr)
+    proc, base = localstripe_server.start(wanted if free else None)
     env["STRIPE_API_BASE"] = base
     env["STRIPE_JS_URL"] = f"{base}/js.stripe.com/v3/"
     # Any sk_/pk_ strings do for localstripe; the webhook secret must match what it signs with.
@@ -67,10 +98,10 @@ def banner(site_url: str, stripe_line: str) -> str:
             rule,
             f"  Emaily Credits is starting on {site_url}",
             f"  Stripe: {stripe_line}",
-            "  Sign up, then Add Credits with the test card 4242 4242 4242 4242",
+            "  Sign up, then add credits with the test card 4242 4242 4242 4242",
             "  (any future date, any CVC). 4000 0000 0000 0341 is declined;",
             "  4000 0025 0000 3155 asks for 3-D Secure. Spend a credit at /fortune/.",
-            "  Staff user:  DEBUG=1 .venv/bin/python manage.py createsuperuser",
+            "  Staff user:  .venv/bin/python manage.py createsuperuser   (settings: .env)",
             "  Sign-up emails are printed here (console email). Stop with Ctrl-C.",
             rule,
         ]
@@ -79,7 +110,13 @@ def banner(site_url: str, stripe_line: str) -> str:
 
 def main() -> int:
     os.chdir(ROOT)
-    env = {**os.environ, "DEBUG": os.environ.get("DEBUG", "1")}
+    chosen = os.environ.get("DOTENV_PATH")
+    dotenv = None if chosen is not None and not chosen.strip() else Path(chosen or ROOT / ".env")
+    if dotenv is not None and write_dotenv_if_missing(dotenv):
+        print(f"Wrote {dotenv} (development settings; `python manage.py ...` reads it too).", flush=True)
+    # The file's values under the environment's, as core/settings.py reads them.
+    env = {**(read_dotenv(dotenv) if dotenv is not None else {}), **os.environ}
+    env.setdefault("DEBUG", "1")
     env.setdefault("ACCOUNT_EMAIL_VERIFICATION", "optional")
     port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -92,7 +129,7 @@ def main() -> int:
 
     localstripe = server = worker = None
     stopping = threading.Event()
-    if env.get("STRIPE_SECRET_KEY", "").strip():
+    if not uses_localstripe(env):
         stripe_line = "real Stripe (STRIPE_SECRET_KEY is set)"
     else:
         localstripe = start_localstripe(env, port)

@@ -19,3 +19,5 @@ def set_throwaway_defaults(suite: str, **extra: str) -> None:
     }
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    # Never a developer's `.env` (core/env.py): a throwaway run's settings are these and the environment's.
+    os.environ["DOTENV_PATH"] = ""

@@ -36,6 +36,13 @@ def test_turn_auto_recharge_on_with_the_consent_wording(page):  # noqa: F811
     page.get_by_test_id("auto-recharge-limit").fill("2")
     page.get_by_test_id("auto-recharge-on-button").click()
     expect(page.get_by_test_id("auto-recharge-on")).to_contain_text(sentence)
+    # The sentence agreed to shows once, above the form; the form's own returns only for changed values.
+    consent = page.get_by_test_id("auto-recharge-consent")
+    expect(consent).to_be_hidden()
+    page.get_by_test_id("auto-recharge-threshold").fill("4")
+    expect(consent).to_be_visible()
+    page.get_by_test_id("auto-recharge-threshold").fill("3")
+    expect(consent).to_be_hidden()
     setting = AutoRecharge.objects.get(profile__user__email="topup@example.com")
     assert setting.enabled and setting.consent_text == sentence
 

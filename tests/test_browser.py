@@ -1,4 +1,4 @@
-"""The whole loop in a real browser: sign up, Add Credits with a card, spend one, a decline.
+"""The whole loop in a real browser: sign up, Add credits with a card, spend one, a decline.
 
 Headless Debian Chromium (Playwright) against pytest-django's live server, with Stripe played by
 a live localstripe: the page loads localstripe's fake Stripe.js and the dev-only adapter, the
@@ -80,7 +80,7 @@ def sign_up(page, email):
     page.fill("input[name=email]", email)
     page.fill("input[name=password1]", PASSWORD)
     page.fill("input[name=password2]", PASSWORD)
-    page.get_by_role("button", name="Sign Up").click()
+    page.get_by_role("button", name="Sign up", exact=True).click()
     expect(page.get_by_test_id("header-credits")).to_have_text("Credits: 0")
 
 
@@ -99,7 +99,7 @@ def test_sign_up_buy_spend_and_a_declined_card(page):
     header = page.get_by_test_id("header-credits")
     dialog = page.locator("#add-credits-dialog")
 
-    # One click from any page: the header's Add Credits lands on /billing/ with the dialog open.
+    # One click from any page: the header's Add credits lands on /billing/ with the dialog open.
     page.get_by_test_id("header-add-credits").click()
     expect(dialog).to_be_visible()
     expect(page.get_by_test_id("pay-submit")).to_have_text("Pay $5.00")

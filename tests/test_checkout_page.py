@@ -1,4 +1,4 @@
-"""What the billing page hands the browser for the Add Credits dialog (the browser flow itself is
+"""What the billing page hands the browser for the Add credits dialog (the browser flow itself is
 tests/test_browser.py): Stripe.js from STRIPE_JS_URL and nothing of the stand-in's, the charge
 endpoints, the publishable key."""
 
@@ -20,7 +20,7 @@ def billing_html(client) -> str:
 
 def dialog_data(html: str) -> dict[str, str]:
     tag = re.search(r'<dialog id="add-credits-dialog"([^>]*)>', html)
-    assert tag, "the billing page has the Add Credits dialog"
+    assert tag, "the billing page has the Add credits dialog"
     return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', tag.group(1)))
 
 

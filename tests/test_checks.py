@@ -98,7 +98,7 @@ def test_no_declared_policy_is_nothing_to_check(settings):
 
 def test_manage_py_check_names_the_setting():
     """End to end, as a developer meets it: the check fails and names the setting."""
-    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOTENV_PATH", "TMPDIR") if k in os.environ}
     env = {
         **clean,
         "DJANGO_SETTINGS_MODULE": "core.settings",

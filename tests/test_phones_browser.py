@@ -112,7 +112,7 @@ def test_every_page_fits_a_phone(page):  # noqa: F811
         check(page, name, lambda path=path: page.goto(path))
     page.set_viewport_size({"width": PHONE, "height": 900})
     page.goto("/billing/")
-    # The header's whole nav (credits, Add Credits, the account menu) on one row below the brand.
+    # The header's whole nav (credits, Add credits, the account menu) on one row below the brand.
     middles = set()
     for sel in (
         "[data-testid=header-credits]",

@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import URLResolver, get_resolver, reverse
 
 from billing import ledger, stripe_gateway
-from billing.models import CreditGrant, CreditPack, Hold, LedgerEntry, Payment, StripeEvent
+from billing.models import AutoRecharge, CreditGrant, CreditPack, Hold, LedgerEntry, Payment, SavedCard, StripeEvent
 from tests.stripe_helpers import signed_headers
 
 ROLES = ["anonymous", "owner", "other", "staff", "viewer", "superuser"]
@@ -61,7 +61,21 @@ def data(people):
     )
     # A hold that has ended: its pages exist, the owner's balance is untouched.
     hold = ledger.release_hold(ledger.hold_credits(people["owner"], 1, reason="owner's ended hold"))
-    return {"payment": found["owner"], "other_payment": found["other"], "event": event, "hold": hold}
+    # A saved card and auto-recharge for the admin's pages, on a user outside the roles (the owner's
+    # would change what the card and auto-recharge routes answer).
+    profile = type(people["owner"]).objects.create_user(email="carded@example.com", password="x" * 20).profile
+    card = SavedCard.objects.create(
+        profile=profile, stripe_payment_method_id="pm_access", brand="visa", last4="4242", exp_month=1, exp_year=2040
+    )
+    auto_recharge = AutoRecharge.objects.create(profile=profile, pack=pack, threshold=1, monthly_limit=1)
+    return {
+        "payment": found["owner"],
+        "other_payment": found["other"],
+        "event": event,
+        "hold": hold,
+        "card": card,
+        "auto_recharge": auto_recharge,
+    }
 
 
 @pytest.fixture
@@ -100,6 +114,7 @@ def expect_site(role):
     return {
         # name: (method, path, body, expected status, (redirect prefix or None))
         "home": ("GET", "/", None, OK),
+        "favicon": ("GET", "/favicon.ico", None, HTTPStatus.MOVED_PERMANENTLY),
         "fortune": ("GET", "/fortune/", None, OK if signed_in else FOUND),
         "long_fortune": ("GET", "/fortune/long/", None, OK if signed_in else FOUND),
         "index": ("GET", "/billing/", None, OK if signed_in else FOUND),
@@ -223,6 +238,8 @@ def billing_admin_pages(data, people):
         "creditpack": CreditPack.objects.get(slug="starter").pk,
         "creditgrant": CreditGrant.objects.filter(profile__user=people["owner"]).first().pk,
         "hold": data["hold"].pk,
+        "savedcard": data["card"].pk,
+        "autorecharge": data["auto_recharge"].pk,
     }
     pages = [("admin index", "/admin/", OK)]
     for model in django_admin.site._registry:

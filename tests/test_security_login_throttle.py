@@ -127,7 +127,7 @@ def test_the_limit_is_shared_across_processes(client, make_user):
 
 def settings_in_a_fresh_process(code: str, **environ: str) -> str:
     """What `code` prints with the development settings read from `environ` in a new process."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOTENV_PATH") if k in os.environ}
     env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", **environ}
     result = subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],

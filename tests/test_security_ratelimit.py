@@ -46,7 +46,7 @@ def test_a_malformed_rate_is_a_configuration_error_naming_the_setting(value):
 
 
 def test_a_malformed_rate_stops_start_up():
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOTENV_PATH") if k in os.environ}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,

@@ -23,7 +23,7 @@ PRODUCTION = {
 
 def manage(*args, env):
     # Only what a shell needs: none of the test run's own settings leak in.
-    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "DOTENV_PATH", "TMPDIR") if k in os.environ}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,

@@ -38,7 +38,7 @@ class running_db_worker:
     def __init__(self, **environment: str):
         url = dj_database_url.parse(os.environ["DATABASE_URL"])
         database_url = f"postgres://{url['USER']}@{url['HOST']}:{url['PORT']}/{connection.settings_dict['NAME']}"
-        self.env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+        self.env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "DOTENV_PATH") if key in os.environ}
         self.env |= {"DEBUG": "1", "DJANGO_SETTINGS_MODULE": "core.settings", "DATABASE_URL": database_url}
         self.env |= environment
 

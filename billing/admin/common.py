@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models.functions import Lower
+from django.utils import formats, timezone
 
 from billing.users import email_field
 
@@ -12,6 +13,12 @@ REFUND_PERMISSION = "billing.refund_payment"
 RELEASE_PERMISSION = "billing.release_hold"
 # Events are never edited; "change" on them is the right to rerun a failed one.
 REPROCESS_PERMISSION = "billing.change_stripeevent"
+
+
+def admin_time(moment) -> str:
+    """A moment as the admin shows every other one (the project's DATETIME_FORMAT, in its time
+    zone), so billing's own columns never mix a second style into the list and change pages."""
+    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
 
 
 class EmailSearchMixin:

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin
+from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
 from billing.models import LedgerEntry
 from billing.users import display_name, lookup_fields
 
@@ -46,9 +46,9 @@ class LedgerEntryAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     def email(self, entry):
         return display_name(entry.profile.user)
 
-    @admin.display(description=_("created (UTC)"))
+    @admin.display(description=_("created"))
     def when(self, entry):
-        return entry.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        return admin_time(entry.created_at)
 
     @admin.display(description=_("delta"))
     def signed_delta(self, entry):
@@ -96,4 +96,4 @@ def _grant_url(grant_id) -> str:
 
 
 def _when(moment) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
+    return admin_time(moment) if moment else "never"

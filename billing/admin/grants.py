@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin
+from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
 from billing.models import CreditGrant
 from billing.users import display_name, lookup_fields
 
@@ -76,7 +76,7 @@ class CreditGrantAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     def expires(self, grant):
         if grant.expires_at is None:
             return _("never")
-        moment = grant.expires_at.strftime("%Y-%m-%d %H:%M")
+        moment = admin_time(grant.expires_at)
         return format_html("{} ({})", moment, _("expired")) if grant.expires_at <= timezone.now() else moment
 
     @admin.display(description=_("ledger entries that drew on it"))
@@ -91,7 +91,7 @@ class CreditGrantAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
                 (
                     reverse("admin:billing_ledgerentry_change", args=[allocation.entry_id]),
                     allocation.entry_id,
-                    allocation.entry.created_at.strftime("%Y-%m-%d %H:%M"),
+                    admin_time(allocation.entry.created_at),
                     allocation.entry.get_kind_display(),
                     f"{'+' if allocation.entry.delta > 0 else '-'}{allocation.amount}",
                     allocation.entry.reason,

@@ -14,7 +14,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import RELEASE_PERMISSION, EmailSearchMixin, ProfilePartInline, ReadOnlyAdmin, int_or_none
+from billing.admin.common import (
+    RELEASE_PERMISSION,
+    EmailSearchMixin,
+    ProfilePartInline,
+    ReadOnlyAdmin,
+    admin_time,
+    int_or_none,
+)
 from billing.ledger import release_hold
 from billing.models import Hold
 from billing.users import display_name, lookup_fields
@@ -78,7 +85,7 @@ class HoldAdmin(EmailSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description=_("expires"), ordering="expires_at")
     def expires(self, hold):
-        return hold.expires_at.strftime("%Y-%m-%d %H:%M")
+        return admin_time(hold.expires_at)
 
     @admin.display(description=_("capture entry"))
     def capture(self, hold):

@@ -9,7 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin, WideListMixin
+from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
 from billing.exceptions import BillingError
 from billing.models import Payment
 from billing.refunds import preview_refund, refund_payment
@@ -90,9 +90,9 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
 
     # The list has no credits column (the pack says it; the payment's page has it) so that the
     # refund columns fit at 1280 px.
-    @admin.display(description=_("created (UTC)"), ordering="created_at")
+    @admin.display(description=_("created"), ordering="created_at")
     def created(self, payment):
-        return payment.created_at.strftime("%Y-%m-%d %H:%M")
+        return admin_time(payment.created_at)
 
     @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):

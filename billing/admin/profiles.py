@@ -14,7 +14,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
-from billing.admin.common import ADJUST_PERMISSION, GRANT_PERMISSION, EmailSearchMixin, ProfilePartInline, int_or_none
+from billing.admin.common import (
+    ADJUST_PERMISSION,
+    GRANT_PERMISSION,
+    EmailSearchMixin,
+    ProfilePartInline,
+    admin_time,
+    int_or_none,
+)
 from billing.admin.forms import AdjustCreditsForm, GrantCreditsForm
 from billing.admin.holds import ActiveHoldInline
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
@@ -83,7 +90,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    entry.created_at.strftime("%Y-%m-%d %H:%M"),
+                    admin_time(entry.created_at),
                     entry.get_kind_display(),
                     f"{entry.delta:+d}",
                     entry.balance_after,

@@ -2,10 +2,10 @@
 
 In a base template's header, for a signed-in user (anonymous visitors get nothing):
 
-    {% billing_header %}        the balance ("Credits: N", linking to the billing page) and "Add Credits"
+    {% billing_header %}        the balance ("Credits: N", linking to the billing page) and "Add credits"
     {% credits_balance %}       just the balance;   {% add_credits_button %}   just the button
 
-`{% billing_checkout %}` adds the Add Credits dialog and its scripts (Stripe.js from
+`{% billing_checkout %}` adds the Add credits dialog and its scripts (Stripe.js from
 STRIPE_JS_URL, billing/billing.js) to a page, once however often it is used: billing's own pages
 include it; a base template may add it so the header's button opens the dialog on every page
 (one query for the packs on each page). Without it the button goes to the billing page and opens
@@ -69,7 +69,7 @@ def add_credits_button(context):
 
 @register.simple_tag(takes_context=True)
 def billing_checkout(context, packs=None):
-    """The Add Credits dialog and the scripts it needs, for a signed-in user, once per page."""
+    """The Add credits dialog and the scripts it needs, for a signed-in user, once per page."""
     if _user(context) is None or context.render_context.get(_CHECKOUT_DONE):
         return ""
     context.render_context[_CHECKOUT_DONE] = True

@@ -1,5 +1,5 @@
 /*
- * The Add Credits dialog (README, "Architecture"; docs/INSTALL.md): a Stripe.js card Element, a PaymentMethod created in the
+ * The Add credits dialog (README, "Architecture"; docs/INSTALL.md): a Stripe.js card Element, a PaymentMethod created in the
  * browser, then POST /billing/charge/ with {pack, payment_method}. The server names the price;
  * this page only names a pack. 3-D Secure: stripe.confirmCardPayment(client_secret), then
  * POST /billing/charge/<id>/confirm/. Plain JS, no build step, no inline script (CSP).
@@ -255,7 +255,7 @@ const billingHttp = (function () {
       openDialog(buy.dataset.buyPack);
       return;
     }
-    // The header's "Add Credits" link opens the dialog here instead of reloading the page.
+    // The header's "Add credits" link opens the dialog here instead of reloading the page.
     if (event.target.closest("[data-add-credits]")) {
       event.preventDefault();
       openDialog(null);
@@ -534,6 +534,8 @@ const billingHttp = (function () {
     consent.textContent =
       "When your balance falls below " + v.threshold + ", charge your " + section.dataset.card + " " + v.price +
       " for " + v.credits + " credits, at most " + v.monthly_limit + " times a month.";
+    // Once only: the sentence already agreed to is shown above the form; a changed one shows here.
+    consent.hidden = consent.dataset.agreed !== undefined && consent.textContent === consent.dataset.agreed;
   }
 
   function messageFor(status, body) {
