@@ -53,6 +53,7 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         "pack",
         "status",
         "price",
+        "card",
         "refunded",
         "clawed_back",
         "unrecovered",
@@ -72,6 +73,7 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         "failure_message",
         "failure_code",
         "price",
+        "card",
         "credits",
         "stripe_payment_intent_id",
         "refunded",
@@ -97,6 +99,13 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):
         return money(payment.amount, payment.currency)
+
+    @admin.display(description=_("card"), ordering="card_last4")
+    def card(self, payment):
+        # Stripe's brand and last 4 of the card charged (or refused), "Visa •••• 4242".
+        return (
+            format_html('<span style="white-space:nowrap">{}</span>', payment.card_label) if payment.card_label else "-"
+        )
 
     @admin.display(description=_("refunded"), ordering="amount_refunded")
     def refunded(self, payment):
