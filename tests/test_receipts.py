@@ -19,8 +19,9 @@ from billing.refunds import refund_payment
 from tests import stripe_events as events
 from tests.stripe_helpers import DECLINED, THREE_D_SECURE, VISA, card, complete_3ds, post_json
 
-# Emails go once the credit or refund commits (on_commit), as in production.
-pytestmark = pytest.mark.django_db(transaction=True)
+# Emails go once the credit or refund commits (on_commit), as in production: the tests of emails
+# commit for real.
+emails = pytest.mark.django_db(transaction=True)
 
 CHARGE = "/billing/charge/"
 SITE = "https://credits.example.com"
@@ -144,6 +145,7 @@ def test_a_failed_intent_event_records_the_card_it_names(client, user):
 # --- the receipt email ----------------------------------------------------------------------
 
 
+@emails
 def test_one_receipt_with_what_was_bought_when_two_paths_credit_it(localstripe, client, signed_in_client, user):
     payment = bought(signed_in_client, user)
     event = events.intent_succeeded(payment)
@@ -170,6 +172,7 @@ def test_one_receipt_with_what_was_bought_when_two_paths_credit_it(localstripe, 
     assert PaymentNotice.objects.get(payment=payment).sent_at is not None
 
 
+@emails
 def test_the_3ds_confirm_racing_the_webhook_sends_one_receipt(localstripe, client, signed_in_client, user):
     response = post_json(signed_in_client, CHARGE, {"pack": "starter", "payment_method": card(THREE_D_SECURE)})
     assert response.json()["status"] == "requires_action"
@@ -181,6 +184,7 @@ def test_the_3ds_confirm_racing_the_webhook_sends_one_receipt(localstripe, clien
     assert len(receipts_to(user.email)) == 1
 
 
+@emails
 def test_the_task_run_twice_sends_once(localstripe, signed_in_client, user):
     payment = bought(signed_in_client, user)
     assert len(receipts_to(user.email)) == 1  # the task ran on commit (the tests' immediate backend)
@@ -189,6 +193,7 @@ def test_the_task_run_twice_sends_once(localstripe, signed_in_client, user):
     assert len(receipts_to(user.email)) == 1
 
 
+@emails
 def test_a_failed_send_gives_the_claim_back_and_the_next_run_sends(localstripe, signed_in_client, user, settings):
     settings.EMAIL_BACKEND = "tests.test_receipts.BrokenBackend"
     payment = bought(signed_in_client, user)  # credited; the email could not go
@@ -209,6 +214,7 @@ class BrokenBackend:
         raise ConnectionRefusedError("the mail server is down")
 
 
+@emails
 def test_with_the_setting_off_no_receipt_nor_refund_notice_is_sent(localstripe, signed_in_client, user, settings):
     settings.BILLING_RECEIPT_EMAILS = False
     payment = bought(signed_in_client, user)
@@ -220,6 +226,7 @@ def test_with_the_setting_off_no_receipt_nor_refund_notice_is_sent(localstripe, 
 # --- the refund notice ----------------------------------------------------------------------
 
 
+@emails
 def test_one_notice_per_refund_partial_or_full(localstripe, client, signed_in_client, user, make_staff):
     staff = make_staff("refunder@example.com", "view_payment", "refund_payment")
     payment = bought(signed_in_client, user)
@@ -247,6 +254,7 @@ def test_one_notice_per_refund_partial_or_full(localstripe, client, signed_in_cl
     assert tasks.send_payment_notices_task.call(payment.pk) == 0
 
 
+@emails
 def test_a_failed_refund_made_again_is_a_new_notice(localstripe, signed_in_client, user):
     payment = bought(signed_in_client, user)
     fulfilment.record_refund(payment, amount_refunded=500)
@@ -315,6 +323,7 @@ def test_a_failed_payment_has_no_receipt(localstripe, signed_in_client, user):
     assert "receipt-link" not in signed_in_client.get("/billing/").content.decode()
 
 
+@emails
 def test_an_auto_recharge_is_receipted_once_with_its_card(localstripe, user):
     from billing import autorecharge, cards
     from tests.test_autorecharge import turn_on
@@ -343,3 +352,24 @@ def test_times_are_in_the_sites_time_zone_and_name_it(settings):
     assert notices.when(moment) == "5 Dec 2026, 20:14 UTC"
     settings.TIME_ZONE = "America/New_York"
     assert notices.when(moment) == "5 Dec 2026, 15:14 EST"
+
+
+def _send_in_child(payment_id: int) -> int:
+    return tasks.send_payment_notices_task.call(payment_id)
+
+
+@pytest.mark.postgres
+@emails
+def test_workers_sending_the_same_receipt_at_once_send_it_once(localstripe, signed_in_client, user, settings, tmp_path):
+    from tests.conftest import run_in_processes
+
+    settings.EMAIL_BACKEND = "tests.test_receipts.BrokenBackend"
+    payment = bought(signed_in_client, user)  # credited; its receipt is waiting to be sent
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path)
+
+    sent = run_in_processes(_send_in_child, [(payment.pk,)] * 4)
+
+    assert sorted(sent) == [0, 0, 0, 1]
+    assert len(list(tmp_path.iterdir())) == 1
+    assert PaymentNotice.objects.get(payment=payment).sent_at is not None
