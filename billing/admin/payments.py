@@ -52,8 +52,7 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         "email",
         "pack",
         "status",
-        "price",
-        "card",
+        "price_and_card",
         "refunded",
         "clawed_back",
         "unrecovered",
@@ -99,6 +98,15 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     @admin.display(description=_("amount"), ordering="amount")
     def price(self, payment):
         return money(payment.amount, payment.currency)
+
+    @admin.display(description=_("amount"), ordering="amount")
+    def price_and_card(self, payment):
+        # In the list the card goes under the amount, not in a column of its own: it must fit 1280 px.
+        if not payment.card_label:
+            return self.price(payment)
+        return format_html(
+            '{}<br><small style="white-space:nowrap">{}</small>', self.price(payment), payment.card_label
+        )
 
     @admin.display(description=_("card"), ordering="card_last4")
     def card(self, payment):
