@@ -119,7 +119,11 @@ def charge_payment(payment: Payment, *, payment_method, customer: str | None = N
     except CardDeclined as declined:
         # Stripe's decline names the intent the attempt made (now requires_payment_method).
         fulfilment.fail_payment(
-            payment, message=declined.stripe_message, code=declined.code, intent_id=declined.intent_id
+            payment,
+            message=declined.stripe_message,
+            code=declined.code,
+            intent_id=declined.intent_id,
+            card=(declined.card_brand, declined.card_last4),
         )
         raise
     except InvalidPaymentRequest as invalid:

@@ -15,6 +15,9 @@ E012      STRIPE_JS_URL / STRIPE_API_BASE is not an http(s) URL
 E013      one Stripe call with its retries can outlast the web worker's timeout (the page would get
           the server's bare error instead of billing's JSON 503)
 E014      BILLING_SIGNUP_GRANT malformed (not "5", "3/30d" or None)
+E016      BILLING_SITE_URL is set but not an absolute http(s) URL (links in emails must be absolute)
+W001      BILLING_SITE_URL is empty while BILLING_RECEIPT_EMAILS is on: receipts would carry links
+          without the site's address
 E015      TASKS names no "default" backend, or one that cannot be loaded: billing's background work
           (billing.tasks) goes to the default backend. With no TASKS at all, django-tasks runs each
           task where it is enqueued (its ImmediateBackend), which is a working default: the
@@ -129,6 +132,31 @@ def check_urls(app_configs=None, **kwargs):
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
             errors.append(checks.Error(f"{name} must be an http(s) URL; got {value!r}.", id="billing.E012"))
     return errors
+
+
+@checks.register()
+def check_site_url(app_configs=None, **kwargs):
+    """Emails are read away from the site: their links need its scheme and host."""
+    value = app_settings.BILLING_SITE_URL
+    if not value:
+        if app_settings.BILLING_RECEIPT_EMAILS:
+            return [
+                checks.Warning(
+                    "BILLING_SITE_URL is empty: the links in receipt emails would have no address.",
+                    hint='Set it to the site\'s address, e.g. "https://example.com".',
+                    id="billing.W001",
+                )
+            ]
+        return []
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return [
+            checks.Error(
+                f'BILLING_SITE_URL must be an absolute http(s) URL such as "https://example.com"; got {value!r}.',
+                id="billing.E016",
+            )
+        ]
+    return []
 
 
 @checks.register(checks.Tags.security)

@@ -51,6 +51,10 @@ DEFAULTS: dict[str, object] = {
     "BILLING_BASE_TEMPLATE": "base.html",
     # The site's address (e.g. "https://example.com"), for links in emails sent by the worker.
     "BILLING_SITE_URL": "",
+    # Email each customer a receipt per purchase and a notice per refund (billing.notices).
+    "BILLING_RECEIPT_EMAILS": True,
+    # Who sells the credits, as receipts name them; empty: the host of BILLING_SITE_URL.
+    "BILLING_SELLER_NAME": "",
     # Where billing's pages send people: "Back home" on the not-enough-credits page.
     "BILLING_HOME_URL": "/",
     # Credits every new user is given: "<credits>" (never expire) or "<credits>/<days>d"

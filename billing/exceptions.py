@@ -176,11 +176,15 @@ class CardDeclined(StripeError):
         intent_id: str | None = None,
         code: str | None = None,
         stripe_message: str | None = None,
+        card_brand: str = "",
+        card_last4: str = "",
     ):
         super().__init__(description, user_message)
         self.intent_id = intent_id
         self.code = code
         self.stripe_message = stripe_message or self.user_message
+        self.card_brand = card_brand  # the card refused, when Stripe names it
+        self.card_last4 = card_last4
 
 
 class InvalidPaymentRequest(StripeError):

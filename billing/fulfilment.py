@@ -26,8 +26,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import ledger, signals
+from billing.conf import app_settings
 from billing.exceptions import CreditingRefused, PaymentMismatch
-from billing.models import LedgerEntry, Payment
+from billing.models import LedgerEntry, Payment, PaymentNotice
 from billing.stripe_gateway import Intent, IntentStatus
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,24 @@ def apply_intent(payment: Payment, intent: Intent, *, source: str) -> Applied:
     outcome = outcome_of(intent)
     if outcome == Outcome.CREDIT:
         done = fulfil_payment(
-            payment, intent_id=intent.id, amount=intent.amount, currency=intent.currency, source=source
+            payment,
+            intent_id=intent.id,
+            amount=intent.amount,
+            currency=intent.currency,
+            source=source,
+            card=(intent.card_brand, intent.card_last4),
         )
         return Applied(done.payment, outcome, newly_credited=done.newly_credited)
     if outcome == Outcome.FAIL:
         code = intent.error_code or ("canceled" if intent.status == IntentStatus.CANCELED else "")
-        return Applied(fail_payment(payment, message=failure_message(intent), code=code, intent_id=intent.id), outcome)
+        failed = fail_payment(
+            payment,
+            message=failure_message(intent),
+            code=code,
+            intent_id=intent.id,
+            card=(intent.card_brand, intent.card_last4),
+        )
+        return Applied(failed, outcome)
     if outcome == Outcome.AWAIT_ACTION:
         return Applied(mark_requires_action(payment, intent_id=intent.id), outcome)
     return Applied(attach_intent(payment, intent_id=intent.id), outcome)
@@ -108,15 +121,19 @@ def purchase_key(payment: Payment) -> str:
     return f"payment:{payment.pk}:purchase"
 
 
-def fulfil_payment(payment: Payment, *, intent_id: str, amount: int, currency: str, source: str) -> Fulfilment:
+def fulfil_payment(
+    payment: Payment, *, intent_id: str, amount: int, currency: str, source: str, card: tuple[str, str] = ("", "")
+) -> Fulfilment:
     """Credit a payment whose PaymentIntent Stripe reports as succeeded. Exactly once per payment.
+    `card` is (brand, last4) of the card Stripe charged, recorded on the payment when known; the
+    payment's receipt email is queued with the credit (billing.notices, BILLING_RECEIPT_EMAILS).
 
     Raises CreditingRefused, after flagging the payment for staff, when the ledger refuses the
     credits (nothing is lost: Stripe's success is re-applied by the webhook retry or reconcile
     once staff have fixed the cause).
     """
     try:
-        return _fulfil(payment, intent_id=intent_id, amount=amount, currency=currency, source=source)
+        return _fulfil(payment, intent_id=intent_id, amount=amount, currency=currency, source=source, card=card)
     except ValueError as exc:  # the ledger's refusal (a limit, or the database's integer range)
         why = f"Stripe took the money ({intent_id}) but the credits could not be added: {exc}"
         logger.error("payment %s: %s", payment.pk, why)
@@ -132,14 +149,19 @@ def flag_for_attention(payment_id: int, why: str) -> None:
 
 
 @transaction.atomic
-def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, source: str) -> Fulfilment:
+def _fulfil(
+    payment: Payment, *, intent_id: str, amount: int, currency: str, source: str, card: tuple[str, str]
+) -> Fulfilment:
     payment = _lock(payment)
     _check_facts(payment, intent_id=intent_id, amount=amount, currency=currency)
     if payment.stripe_payment_intent_id is None:
         payment.stripe_payment_intent_id = intent_id
     if payment.status in CREDITED:
+        if _record_card(payment, card, replace=False):  # credited by a path that did not know the card
+            payment.save(update_fields=["card_brand", "card_last4", "updated_at"])
         entry = LedgerEntry.objects.get(payment=payment, kind=LedgerEntry.Kind.PURCHASE)
         return Fulfilment(payment, entry, newly_credited=False)
+    _record_card(payment, card, replace=True)  # the card of the charge that succeeded
     payment.status = Status.SUCCEEDED
     payment.failure_message = ""
     payment.failure_code = ""
@@ -151,6 +173,8 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
             "failure_message",
             "failure_code",
             "needs_attention",
+            "card_brand",
+            "card_last4",
             "updated_at",
         ]
     )
@@ -177,6 +201,7 @@ def _fulfil(payment: Payment, *, intent_id: str, amount: int, currency: str, sou
         entry=entry,
         credits=payment.credits,
     )
+    _queue_notice(payment, PaymentNotice.Kind.RECEIPT, amount=payment.amount)
     # A refund or dispute that arrived before the success is settled now.
     _settle_clawback(payment)
     return Fulfilment(payment, entry, newly_credited=True)
@@ -203,9 +228,17 @@ def attach_intent(payment: Payment, *, intent_id: str) -> Payment:
 
 
 @transaction.atomic
-def fail_payment(payment: Payment, *, message: str, code: str | None = "", intent_id: str | None = None) -> Payment:
+def fail_payment(
+    payment: Payment,
+    *,
+    message: str,
+    code: str | None = "",
+    intent_id: str | None = None,
+    card: tuple[str, str] = ("", ""),
+) -> Payment:
     """Stripe refused the payment. A credited payment is never un-credited by a late failure.
-    `message` is Stripe's, for staff; `code` names the customer's sentence (billing.decline_messages)."""
+    `message` is Stripe's, for staff; `code` names the customer's sentence (billing.decline_messages);
+    `card` (brand, last4) the card refused, when Stripe names it."""
     payment = _lock(payment)
     if intent_id:
         _attach_intent(payment, intent_id)
@@ -213,7 +246,18 @@ def fail_payment(payment: Payment, *, message: str, code: str | None = "", inten
         payment.status = Status.FAILED
         payment.failure_message = (message or "The payment failed.")[:500]
         payment.failure_code = (code or "")[:100]
-    payment.save(update_fields=["stripe_payment_intent_id", "status", "failure_message", "failure_code", "updated_at"])
+        _record_card(payment, card, replace=True)
+    payment.save(
+        update_fields=[
+            "stripe_payment_intent_id",
+            "status",
+            "failure_message",
+            "failure_code",
+            "card_brand",
+            "card_last4",
+            "updated_at",
+        ]
+    )
     return payment
 
 
@@ -243,6 +287,14 @@ def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int 
         payment.save(update_fields=["amount_refunded", "amount_refund_failed", "updated_at"])
     _settle_clawback(payment, why="refund failed")
     if payment.amount_refunded > previous:
+        # One notice per refund, named by the running total ever refunded (failed refunds count,
+        # so it only grows): a repeat or stale event finds it made, a later refund is a new one.
+        _queue_notice(
+            payment,
+            PaymentNotice.Kind.REFUND,
+            amount=payment.amount_refunded - previous,
+            refunded_through=payment.amount_refunded + payment.amount_refund_failed,
+        )
         signals.send_after_commit(
             signals.payment_refunded,
             sender=Payment,
@@ -282,6 +334,26 @@ def _lock(payment: Payment) -> Payment:
     # of=("self",): FOR UPDATE over the join would also lock the pack and user rows, queueing
     # every purchase of the same pack behind this one (PostgreSQL; SQLite has no row locks).
     return Payment.objects.select_for_update(of=("self",)).select_related("pack", "user").get(pk=payment.pk)
+
+
+def _record_card(payment: Payment, card: tuple[str, str], *, replace: bool) -> bool:
+    """Set the payment's card from Stripe's (brand, last4) when known (and, unless `replace`,
+    only where none is recorded); says whether it changed."""
+    brand, last4 = card
+    if not last4 or (payment.card_last4 and not replace) or (brand, last4) == (payment.card_brand, payment.card_last4):
+        return False
+    payment.card_brand, payment.card_last4 = brand[:32], last4[:4]
+    return True
+
+
+def _queue_notice(payment: Payment, kind: str, *, amount: int, refunded_through: int = 0) -> None:
+    """Record the email this fact owes the customer, in the fact's own transaction, once (the
+    unique constraint; the payment's lock orders the paths). billing.receivers enqueues the
+    sending on the fact's signal, and `billing_periodic` sends any whose enqueue was lost."""
+    if not app_settings.BILLING_RECEIPT_EMAILS:
+        return
+    notice = PaymentNotice(payment=payment, kind=kind, refunded_through=refunded_through, amount=amount)
+    PaymentNotice.objects.bulk_create([notice], ignore_conflicts=True)  # a repeat is the same notice
 
 
 def _attach_intent(payment: Payment, intent_id: str) -> None:

@@ -279,6 +279,10 @@ class Payment(models.Model):
     needs_attention = models.CharField(max_length=500, blank=True, default="")
     # Credits given back after a refund failed or a dispute was won.
     credits_reinstated = models.PositiveIntegerField(default=0)
+    # The card Stripe charged (the charge's payment_method_details.card), as the receipt shows it:
+    # Stripe's brand name ("visa", "mastercard"...) and the last 4 digits; blank until Stripe says.
+    card_brand = models.CharField(max_length=32, blank=True, default="", db_default="")
+    card_last4 = models.CharField(max_length=4, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -326,6 +330,61 @@ class Payment(models.Model):
     def customer_failure_message(self) -> str:
         """Why it failed, in words for the customer (never Stripe's, which are for staff)."""
         return customer_message(self.failure_code)
+
+    @property
+    def card_label(self) -> str:
+        """The card as a receipt names it, "Visa •••• 4242"; empty when Stripe has not said."""
+        if not self.card_last4:
+            return ""
+        brand = CARD_BRANDS.get(self.card_brand, self.card_brand.replace("_", " ").title() or _("Card"))
+        return f"{brand} \u2022\u2022\u2022\u2022 {self.card_last4}"
+
+
+# Stripe's card brand values as people write them (other values are title-cased).
+CARD_BRANDS = {
+    "visa": "Visa",
+    "mastercard": "Mastercard",
+    "amex": "American Express",
+    "discover": "Discover",
+    "diners": "Diners Club",
+    "jcb": "JCB",
+    "unionpay": "UnionPay",
+    "cartes_bancaires": "Cartes Bancaires",
+    "eftpos_au": "eftpos",
+    "interac": "Interac",
+}
+
+
+class PaymentNotice(models.Model):
+    """One email about a payment: its receipt, or the notice of one refund. Made in the same
+    transaction as what it tells (the credit, the refund), at most one per fact (the unique
+    constraint), and sent at most once: the sender claims it by setting `sent_at` in a
+    conditional UPDATE (billing.notices)."""
+
+    class Kind(models.TextChoices):
+        RECEIPT = "receipt"
+        REFUND = "refund"
+
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="notices")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Refunds: the payment's running total ever refunded (failed refunds included, so it only
+    # grows) once this refund was made, which names the refund; 0 for the receipt.
+    refunded_through = models.PositiveIntegerField(default=0)
+    amount = models.PositiveIntegerField()  # minor units: the price, or what this refund returned
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["payment", "kind", "refunded_through"], name="billing_payment_notice_once"),
+        ]
+        indexes = [
+            models.Index(fields=["created_at"], condition=Q(sent_at__isnull=True), name="billing_notice_unsent"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} of payment {self.payment_id}"
 
 
 class LedgerEntryQuerySet(models.QuerySet):

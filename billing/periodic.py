@@ -44,6 +44,8 @@ PERIODIC = (
     Job("clean_idempotent_requests", tasks.clean_idempotent_requests_task, timedelta(hours=1)),
     # Payments left waiting for 3-D Secure past BILLING_ABANDONED_AFTER, canceled at Stripe.
     Job("cancel_abandoned_payments", tasks.cancel_abandoned_payments_task, timedelta(minutes=5)),
+    # Receipts and refund notices whose enqueue was lost with its process.
+    Job("send_overdue_notices", tasks.send_overdue_notices_task, timedelta(minutes=10)),
 )
 
 

@@ -71,3 +71,17 @@ def auto_recharge_credited(sender, payment, **kwargs):
     """An auto-recharge credited by the webhook or reconcile (its answer was lost) counts as one."""
     if payment.purpose == Payment.Purpose.AUTO_RECHARGE:
         autorecharge.record_success(payment)
+
+
+@receiver(signals.credits_purchased, dispatch_uid="billing.receipt_email")
+def email_receipt(sender, payment, **kwargs):
+    """Send the receipt billing.fulfilment recorded with the credit (BILLING_RECEIPT_EMAILS)."""
+    if app_settings.BILLING_RECEIPT_EMAILS:
+        tasks.enqueue_on_commit(tasks.send_payment_notices_task, payment.pk)
+
+
+@receiver(signals.payment_refunded, dispatch_uid="billing.refund_email")
+def email_refund(sender, payment, **kwargs):
+    """Send the notice billing.fulfilment recorded with the refund (BILLING_RECEIPT_EMAILS)."""
+    if app_settings.BILLING_RECEIPT_EMAILS:
+        tasks.enqueue_on_commit(tasks.send_payment_notices_task, payment.pk)

@@ -191,3 +191,20 @@ def _related(profile: Profile, name: str):
         return getattr(profile, name)
     except ObjectDoesNotExist:
         return None
+
+
+RECEIPT_STATUSES = (Payment.Status.SUCCEEDED, Payment.Status.REFUNDED, Payment.Status.DISPUTED)
+
+
+def receipt_payment(user, reference) -> Payment | None:
+    """The user's credited payment named by its reference ("<id>-<created>", Payment.reference);
+    None for anything else (another user's, one never credited, a malformed or stale reference)."""
+    head, _, tail = str(reference).partition("-")
+    if not (head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit()) or len(head) > 18:
+        return None
+    payment = (
+        Payment.objects.select_related("pack")
+        .filter(pk=int(head), user_id=user.pk, status__in=RECEIPT_STATUSES)
+        .first()
+    )
+    return payment if payment is not None and payment.reference == reference else None

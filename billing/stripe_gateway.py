@@ -98,6 +98,10 @@ class Intent:
     error_code: str | None = None  # last_payment_error's decline_code or code (billing.decline_messages)
     latest_charge_id: str | None = None
     created: int | None = None  # Unix time
+    # The card charged (latest_charge.payment_method_details.card, which every call here expands)
+    # or refused (last_payment_error.payment_method.card); blank when Stripe does not say.
+    card_brand: str = ""
+    card_last4: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class Charge:
     amount_refunded: int  # Stripe's cumulative figure: failed and canceled refunds drop out of it
     currency: str
     refunds: tuple[Refund, ...]
+    card_brand: str = ""  # payment_method_details.card, when paid by card
+    card_last4: str = ""
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -160,6 +166,10 @@ def _client(api_key: str, api_base: str | None, timeout: float, retries: int, pi
 
 # --- PaymentIntents --------------------------------------------------------------------------
 
+# Expanded in every answer about an intent, so the card it charged (the charge's
+# payment_method_details.card) comes in the same call, not another round trip.
+EXPAND_INTENT = ["latest_charge"]
+
 
 def create_payment_intent(
     *,
@@ -187,6 +197,7 @@ def create_payment_intent(
         "payment_method_types": ["card"],  # card only: no redirect, so no return_url needed
         "confirm": True,
         "metadata": {key: str(value) for key, value in metadata.items()},
+        "expand": EXPAND_INTENT,
     }
     if customer:
         params["customer"] = customer
@@ -216,20 +227,24 @@ def create_payment_method_from_token(token: str) -> str:
 def confirm_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
     """Confirm an intent that is waiting for confirmation (after 3-D Secure with manual confirmation)."""
     with _translated_errors("confirm payment intent"):
-        intent = client().v1.payment_intents.confirm(intent_id, options={"idempotency_key": idempotency_key})
+        intent = client().v1.payment_intents.confirm(
+            intent_id, params={"expand": EXPAND_INTENT}, options={"idempotency_key": idempotency_key}
+        )
     return _intent(intent)
 
 
 def cancel_payment_intent(intent_id: str, *, idempotency_key: str) -> Intent:
     """Cancel an intent that can no longer complete (e.g. waiting for a customer who is not there)."""
     with _translated_errors("cancel payment intent"):
-        intent = client().v1.payment_intents.cancel(intent_id, options={"idempotency_key": idempotency_key})
+        intent = client().v1.payment_intents.cancel(
+            intent_id, params={"expand": EXPAND_INTENT}, options={"idempotency_key": idempotency_key}
+        )
     return _intent(intent)
 
 
 def retrieve_payment_intent(intent_id: str) -> Intent:
     with _translated_errors("retrieve payment intent"):
-        intent = client().v1.payment_intents.retrieve(intent_id)
+        intent = client().v1.payment_intents.retrieve(intent_id, params={"expand": EXPAND_INTENT})
     return _intent(intent)
 
 
@@ -243,7 +258,9 @@ def find_payment_intents(*, metadata_key: str, metadata_value: str) -> list[Inte
     value = str(metadata_value)
     query = f"metadata['{_search_literal(metadata_key)}']:'{_search_literal(value)}'"
     with _translated_errors("search payment intents"):
-        result = client().v1.payment_intents.search(params={"query": query, "limit": 100})
+        result = client().v1.payment_intents.search(
+            params={"query": query, "limit": 100, "expand": [f"data.{path}" for path in EXPAND_INTENT]}
+        )
     found = [_intent(pi) for pi in result.data]
     return [i for i in found if i.metadata.get(metadata_key) == value]
 
@@ -354,6 +371,8 @@ def retrieve_charge(charge_id: str) -> Charge:
         amount_refunded=int(data.get("amount_refunded") or 0),
         currency=str(data.get("currency") or "").lower(),
         refunds=refunds,
+        card_brand=charge_card(data)[0],
+        card_last4=charge_card(data)[1],
     )
 
 
@@ -472,6 +491,7 @@ def _intent(obj) -> Intent:
     if isinstance(charge, dict):  # expanded
         charge = charge.get("id")
     metadata = data.get("metadata") or {}
+    brand, last4 = intent_card(data)
     return Intent(
         id=data["id"],
         status=str(data.get("status") or ""),
@@ -483,7 +503,51 @@ def _intent(obj) -> Intent:
         error_code=error_code(error),
         latest_charge_id=charge if isinstance(charge, str) else None,
         created=data.get("created") if isinstance(data.get("created"), int) else None,
+        card_brand=brand,
+        card_last4=last4,
     )
+
+
+def intent_card(data: dict) -> tuple[str, str]:
+    """(brand, last4) of the card a PaymentIntent (a dict, as Stripe sends it) charged or tried:
+    its expanded latest charge's payment_method_details.card, else its last error's
+    payment_method.card, else its expanded payment_method's card; ("", "") when none says."""
+    charge = data.get("latest_charge")
+    error = data.get("last_payment_error")
+    method = data.get("payment_method")
+    for source in (
+        _dig(charge, "payment_method_details", "card"),
+        _dig(error, "payment_method", "card"),
+        _dig(method, "card"),
+    ):
+        found = card_of(source)
+        if found[1]:
+            return found
+    return "", ""
+
+
+def charge_card(data: dict) -> tuple[str, str]:
+    """(brand, last4) of the card a charge (a dict) was paid with."""
+    return card_of(_dig(data, "payment_method_details", "card"))
+
+
+def card_of(card) -> tuple[str, str]:
+    """(brand, last4) of a Stripe `card` hash; ("", "") unless last4 is 4 digits."""
+    if not isinstance(card, dict):
+        return "", ""
+    brand, last4 = card.get("brand"), card.get("last4")
+    if not (isinstance(last4, str) and len(last4) == 4 and last4.isascii() and last4.isdigit()):
+        return "", ""
+    brand = brand.lower()[:32] if isinstance(brand, str) else ""
+    return brand, last4
+
+
+def _dig(value, *keys):
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 def _search_literal(value: str) -> str:
@@ -515,7 +579,18 @@ def _translate(exc: stripe.StripeError, action: str, *, quiet: bool = False) -> 
         intent = error.get("payment_intent")
         intent_id = intent.get("id") if isinstance(intent, dict) else intent if isinstance(intent, str) else None
         code = error_code(error) or exc.code
-        return CardDeclined(description, customer_message(code), intent_id=intent_id, code=code, stripe_message=message)
+        brand, last4 = card_of(_dig(error, "payment_method", "card"))
+        if not last4 and isinstance(intent, dict):
+            brand, last4 = intent_card(intent)
+        return CardDeclined(
+            description,
+            customer_message(code),
+            intent_id=intent_id,
+            code=code,
+            stripe_message=message,
+            card_brand=brand,
+            card_last4=last4,
+        )
     if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status or 400) < 500:
         if not quiet:
             logger.warning("stripe rejected a request: %s", description)

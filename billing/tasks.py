@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
-from billing import abandoned, autorecharge, ledger, reconcile
+from billing import abandoned, autorecharge, ledger, notices, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
 
@@ -93,3 +93,17 @@ def auto_recharge_task(user_id: int) -> str:
 def auto_recharge_paused_email_task(user_id: int, reason: str) -> int:
     """Tell the user auto-recharge is paused, with a link to fix the card on-session."""
     return autorecharge.email_paused(user_id, reason=reason)
+
+
+@task()
+def send_payment_notices_task(payment_id: int) -> int:
+    """Email the payment's receipt and refund notices not sent yet (billing.notices: each claimed
+    by a conditional UPDATE, so a second run sends nothing). Returns the emails sent."""
+    return notices.send_payment_notices(payment_id)
+
+
+@task()
+def send_overdue_notices_task() -> int:
+    """Send the notices whose enqueue was lost (still unsent minutes after their payment's fact
+    committed). Returns the emails sent."""
+    return sum(notices.send_payment_notices(payment_id) for payment_id in notices.overdue_payment_ids())

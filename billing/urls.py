@@ -6,6 +6,7 @@ app_name = "billing"
 
 urlpatterns = [
     path("", views.billing_page, name="index"),
+    path("receipts/<str:reference>/", views.receipt, name="receipt"),
     path("charge/", views.charge, name="charge"),
     path("charge/<int:payment_id>/confirm/", views.confirm_charge, name="charge_confirm"),
     path("cards/", views.save_card, name="card_save"),

@@ -4,10 +4,10 @@ billing.charges, the JSON handling in billing.http."""
 from http import HTTPStatus
 
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.utils.translation import gettext as _
 
-from billing import autorecharge, cards, charges, selectors
+from billing import autorecharge, cards, charges, notices, selectors
 from billing.conf import app_settings
 from billing.exceptions import BadRequest, NoSavedCard
 from billing.http import card_response, charge_response, json_post_endpoint, read_json_object
@@ -36,6 +36,7 @@ def billing_page(request):
             "saved_card": saved_card,
             "auto_recharge": auto_recharge,
             "stripe_publishable_key": app_settings.STRIPE_PUBLISHABLE_KEY or "",
+            "receipt_statuses": selectors.RECEIPT_STATUSES,
             "payments": selectors.payments_page(
                 request.user, request.GET.get("payments"), per_page=app_settings.BILLING_PAYMENTS_PAGE_SIZE
             ),
@@ -44,6 +45,15 @@ def billing_page(request):
             ),
         },
     )
+
+
+@login_required
+def receipt(request, reference: str):
+    """The receipt of one of the user's credited payments, printable; anyone else's is a 404."""
+    payment = selectors.receipt_payment(request.user, reference)
+    if payment is None:
+        raise Http404(_("No such receipt."))
+    return render_page(request, "billing/receipt.html", notices.receipt_context(payment))
 
 
 # --- the charge endpoints (docs/INSTALL.md, "URLs"): JSON in, JSON out; the work is in billing.charges ----------

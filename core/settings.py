@@ -233,6 +233,12 @@ BILLING_LEDGER_PAGE_SIZE = 25
 BILLING_LEDGER_PREPARED_STATEMENTS = env_bool("BILLING_LEDGER_PREPARED_STATEMENTS", True)
 # Charge attempts per signed-in user: "<requests>/<seconds>", shared by every server (or "off").
 BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
+# The site's address, for the links in emails the worker sends (receipts, auto-recharge paused);
+# in development the address `make run` serves.
+BILLING_SITE_URL = os.environ.get("BILLING_SITE_URL", "").strip() or ("http://127.0.0.1:8000" if DEBUG else "")
+BILLING_SELLER_NAME = os.environ.get("BILLING_SELLER_NAME", "").strip() or "Emaily Credits"
+# A receipt email per purchase and a notice per refund (set 0 to send none).
+BILLING_RECEIPT_EMAILS = env_bool("BILLING_RECEIPT_EMAILS", True)
 # Credits each new user gets: "5" (never expire) or "3/30d" (valid 30 days); unset: none.
 BILLING_SIGNUP_GRANT = os.environ.get("BILLING_SIGNUP_GRANT", "").strip() or None
 

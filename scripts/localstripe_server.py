@@ -9,6 +9,7 @@ suite and the benchmarks. Development and tests only: production talks to the re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import re
 import socket
@@ -39,6 +40,7 @@ def main() -> None:
     # launcher never loads it (each run starts empty), so the state stays in memory only.
     store.dump_to_disk = lambda: None
     _events_carry_api_version(args.api_version)
+    _cards_have_brands_and_charges_say_which_card()
     app.middlewares.insert(0, web.middleware(_publishable_key_creates_payment_methods))
     app.middlewares.insert(0, web.middleware(_idempotency_keys))
     # Innermost: after localstripe's own error and auth middlewares.
@@ -73,6 +75,95 @@ def _events_carry_api_version(version: str | None) -> None:
         self.api_version = version
 
     Event.__init__ = __init__
+
+
+# --- stand-in extension: card brands, and which card a charge was paid with --------------------
+# Stripe documents a charge's `payment_method_details.card` (`brand`, `last4`, `exp_month`,
+# `exp_year`, `funding`, `country`): what a receipt shows. localstripe 1.15 leaves it out of its
+# charges, calls every card "visa", and knows only some test PaymentMethod ids. This gives each
+# card its brand from the number as Stripe names brands (visa, mastercard, amex, discover, diners,
+# jcb, unionpay), its charges the card's details, and Stripe's `pm_card_mastercard`,
+# `pm_card_amex` test ids.
+_BRANDS = (
+    (re.compile(r"4"), "visa"),
+    (re.compile(r"5[1-5]|2(22[1-9]|2[3-9][0-9]|[3-6][0-9]{2}|7[01][0-9]|720)"), "mastercard"),
+    (re.compile(r"3[47]"), "amex"),
+    (re.compile(r"6011|64[4-9]|65"), "discover"),
+    (re.compile(r"3(0[0-5]|[689])"), "diners"),
+    (re.compile(r"35"), "jcb"),
+    (re.compile(r"62"), "unionpay"),
+)
+_TEST_CARDS = {"pm_card_mastercard": "5555555555554444", "pm_card_amex": "378282246310005"}
+
+
+def card_brand(number: str) -> str:
+    return next((brand for prefix, brand in _BRANDS if prefix.match(number)), "unknown")
+
+
+def _cards_have_brands_and_charges_say_which_card() -> None:
+    from localstripe.resources import Charge, PaymentMethod
+
+    original_init = PaymentMethod.__init__
+
+    def __init__(self, *args, **kwargs):
+        card = kwargs.get("card")
+        number = card.get("number") if isinstance(card, dict) else None
+        if isinstance(number, str) and len(number) == 15:  # American Express: localstripe wants 16 digits
+            card["number"] = number + "0"
+        original_init(self, *args, **kwargs)
+        if getattr(self, "type", None) == "card" and isinstance(number, str):
+            self._card_number = number
+            self.card["last4"] = number[-4:]
+            self.card["brand"] = card_brand(number)
+
+    PaymentMethod.__init__ = __init__
+
+    original_canonical = PaymentMethod._try_get_canonical_test_article.__func__
+
+    def _try_get_canonical_test_article(cls, id):
+        if id in _TEST_CARDS:
+            card = {"number": _TEST_CARDS[id], "exp_month": "12", "exp_year": "2030", "cvc": "123"}
+            return PaymentMethod(type="card", card=card)
+        return original_canonical(cls, id)
+
+    PaymentMethod._try_get_canonical_test_article = classmethod(_try_get_canonical_test_article)
+
+    original_export = Charge._export
+
+    def _export(self, *args, **kwargs):
+        data = original_export(self, *args, **kwargs)
+        try:
+            method = PaymentMethod._api_retrieve(self.payment_method)
+        except Exception:  # a source or card object localstripe keeps elsewhere: no details
+            return data
+        if getattr(method, "type", None) == "card":
+            card = method.card
+            data["payment_method_details"] = {
+                "type": "card",
+                "card": {
+                    key: card.get(key) for key in ("brand", "last4", "exp_month", "exp_year", "funding", "country")
+                },
+            }
+        return data
+
+    Charge._export = _export
+
+    # A failed attempt's `last_payment_error.payment_method` is the PaymentMethod tried (Stripe
+    # documents it on every error about a payment method); localstripe 1.15 leaves it out.
+    from localstripe.errors import UserError
+    from localstripe.resources import PaymentIntent
+
+    original_error = PaymentIntent.last_payment_error.fget
+
+    def last_payment_error(self):
+        error = original_error(self)
+        # (A refused 3-D Secure makes localstripe forget the intent's PaymentMethod: none to name.)
+        if isinstance(error, dict) and "payment_method" not in error and isinstance(self.payment_method, str):
+            with contextlib.suppress(UserError):  # no PaymentMethod behind it: the error as it was
+                error = {**error, "payment_method": PaymentMethod._api_retrieve(self.payment_method)._export()}
+        return error
+
+    PaymentIntent.last_payment_error = property(last_payment_error)
 
 
 # --- stand-in extension: idempotent requests ---------------------------------------------------
@@ -217,11 +308,17 @@ async def _search_payment_intents(request, handler):
         {
             "object": "search_result",
             "url": "/v1/payment_intents/search",
-            "data": [obj._export() for obj in found[:limit]],
+            "data": [obj._export(expand=_expand_data(request)) for obj in found[:limit]],
             "has_more": len(found) > limit,
             "next_page": None,
         }
     )
+
+
+def _expand_data(request) -> list[str]:
+    """A search's `expand[]=data.x` as the `x` to expand in each result (as Stripe's lists do)."""
+    paths = request.query.getall("expand[]", [])
+    return [path.removeprefix("data.") for path in paths if path.startswith("data.")]
 
 
 # --- stand-in extension: a declined card names its PaymentIntent ---------------------------------
@@ -246,6 +343,9 @@ async def _card_errors_name_their_intent(request, handler):
             error["type"] = "card_error"
             if intent is not None:
                 error["payment_intent"] = intent._export()
+                # Stripe's card_error also names the PaymentMethod that was declined.
+                if isinstance(intent.last_payment_error, dict) and "payment_method" in intent.last_payment_error:
+                    error["payment_method"] = intent.last_payment_error["payment_method"]
         raise
 
 

@@ -13,6 +13,7 @@ def set_throwaway_defaults(suite: str, **extra: str) -> None:
         "STRIPE_PUBLISHABLE_KEY": f"pk_test_{suite}",
         "STRIPE_WEBHOOK_SECRET": f"whsec_{suite}",
         "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "BILLING_SITE_URL": "http://testserver",
         "SECURE_SSL_REDIRECT": "0",
         "ACCOUNT_EMAIL_VERIFICATION": "none",
         **extra,

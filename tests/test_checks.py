@@ -47,6 +47,9 @@ def test_this_projects_settings_pass():
         ("BILLING_BASE_TEMPLATE", "no/such/base.html", "billing.E011"),
         ("STRIPE_JS_URL", "js.stripe.com/v3/", "billing.E012"),
         ("STRIPE_API_BASE", "localhost:8420", "billing.E012"),
+        ("BILLING_SITE_URL", "credits.example.com", "billing.E016"),
+        ("BILLING_SITE_URL", "/billing/", "billing.E016"),
+        ("BILLING_SITE_URL", "", "billing.W001"),
     ],
 )
 def test_each_malformed_setting_is_named_by_its_check(settings, setting, value, error_id):
@@ -155,3 +158,9 @@ def test_tasks_without_a_loadable_default_backend_is_billing_e015(settings, task
 def test_no_tasks_setting_is_django_tasks_default_and_passes(settings):
     del settings.TASKS
     assert "billing.E015" not in ids()
+
+
+def test_no_site_url_is_fine_when_no_receipts_are_emailed(settings):
+    settings.BILLING_SITE_URL = ""
+    settings.BILLING_RECEIPT_EMAILS = False
+    assert billing_errors() == []

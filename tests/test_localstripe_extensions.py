@@ -88,3 +88,65 @@ def test_a_declined_card_error_names_the_intent_it_made(localstripe):
     assert error["type"] == "card_error"
     assert error["payment_intent"]["status"] == "requires_payment_method"
     assert [intent["id"] for intent in intents(localstripe)] == [error["payment_intent"]["id"]]
+
+
+# --- card brands and payment_method_details ----------------------------------------------------
+
+
+def test_a_charge_says_which_card_paid_it_with_the_brand_from_the_number(localstripe):
+    localstripe_server.reset(localstripe)
+    for payment_method, brand, last4 in [
+        ("pm_card_visa", "visa", "4242"),
+        ("pm_card_mastercard", "mastercard", "4444"),
+        ("pm_card_amex", "amex", "0005"),
+    ]:
+        intent = create(localstripe, {**INTENT, "payment_method": payment_method, "expand[]": "latest_charge"}, brand)
+        details = intent.json()["latest_charge"]["payment_method_details"]
+        assert details["type"] == "card"
+        assert (details["card"]["brand"], details["card"]["last4"]) == (brand, last4)
+    made = requests.post(
+        f"{localstripe}/v1/payment_methods",
+        data={
+            "type": "card",
+            "card[number]": "5200828282828210",
+            "card[exp_month]": "12",
+            "card[exp_year]": "2034",
+            "card[cvc]": "123",
+        },
+        headers=KEY,
+        timeout=10,
+    ).json()
+    assert (made["card"]["brand"], made["card"]["last4"]) == ("mastercard", "8210")
+
+
+def test_a_declined_card_is_named_by_the_error_and_the_intents_last_error(localstripe):
+    localstripe_server.reset(localstripe)
+    declined = create(localstripe, {**INTENT, "payment_method": "pm_card_chargeCustomerFail"}, "declined")
+    assert declined.status_code == 402
+    error = declined.json()["error"]
+    assert error["payment_method"]["card"]["last4"] == "0341"
+    assert error["payment_intent"]["last_payment_error"]["payment_method"]["card"]["last4"] == "0341"
+
+
+def test_search_results_expand_their_data(localstripe):
+    localstripe_server.reset(localstripe)
+    create(localstripe, {**INTENT, "metadata[payment_id]": "42"}, "searched")
+    found = search(localstripe, "metadata['payment_id']:'42'", **{"expand[]": "data.latest_charge"}).json()["data"]
+    assert found[0]["latest_charge"]["payment_method_details"]["card"]["last4"] == "4242"
+
+
+def test_card_brands_from_numbers_as_stripe_names_them():
+    assert [
+        localstripe_server.card_brand(number)
+        for number in (
+            "4242424242424242",
+            "5555555555554444",
+            "2223003122003222",
+            "378282246310005",
+            "6011111111111117",
+            "3056930009020004",
+            "3566002020360505",
+            "6200000000000005",
+            "9999999999999999",
+        )
+    ] == ["visa", "mastercard", "mastercard", "amex", "discover", "diners", "jcb", "unionpay", "unknown"]

@@ -85,6 +85,7 @@ def test_the_emaily_api_is_a_separate_include():
 
     assert {p.name for p in urls.urlpatterns} == {
         "index",
+        "receipt",
         "charge",
         "charge_confirm",
         "card_setup",

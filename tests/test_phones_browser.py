@@ -42,9 +42,16 @@ def give_history(email):
     user = get_user_model().objects.get(email=email)
     pack = starter_pack()
     common = {"user": user, "pack": pack, "credits": pack.credits, "amount": pack.amount, "currency": pack.currency}
-    Payment.objects.create(status="succeeded", stripe_payment_intent_id="pi_phone_paid", **common)
     Payment.objects.create(
-        status="refunded", stripe_payment_intent_id="pi_phone_refunded", amount_refunded=pack.amount, **common
+        status="succeeded", stripe_payment_intent_id="pi_phone_paid", card_brand="visa", card_last4="4242", **common
+    )
+    refunded = Payment.objects.create(
+        status="refunded",
+        stripe_payment_intent_id="pi_phone_refunded",
+        amount_refunded=pack.amount,
+        card_brand="mastercard",
+        card_last4="4444",
+        **common,
     )
     Payment.objects.create(
         status="failed",
@@ -77,6 +84,7 @@ def give_history(email):
         exp_month=12,
         exp_year=2034,
     )
+    return refunded.reference
 
 
 def check(tab, name, open_page):
@@ -99,11 +107,12 @@ def test_every_page_fits_a_phone(page):  # noqa: F811
 
     os.makedirs(SHOTS_DIR, exist_ok=True)
     sign_up(page, "phone@example.com")
-    give_history("phone@example.com")
+    receipt = f"/billing/receipts/{give_history('phone@example.com')}/"
 
     for name, path in [
         ("home", "/"),
         ("billing", "/billing/"),
+        ("receipt", receipt),
         ("fortune", "/fortune/"),
         ("long-fortune", "/fortune/long/"),
         ("account-email", "/accounts/email/"),
@@ -134,6 +143,17 @@ def test_every_page_fits_a_phone(page):  # noqa: F811
         expect(page.locator("#add-credits-dialog")).to_be_visible()
 
     check(page, "add-credits-dialog", open_dialog)
+
+    # The receipt printed: the receipt alone, black on white, without the site's header and buttons.
+    page.set_viewport_size({"width": DESKTOP, "height": 900})
+    page.goto(receipt)
+    page.emulate_media(media="print")
+    page.screenshot(path=os.path.join(SHOTS_DIR, "receipt-print.png"), full_page=True)
+    expect(page.locator(".site-header")).to_be_hidden()
+    expect(page.locator(".receipt-actions")).to_be_hidden()
+    expect(page.get_by_test_id("receipt")).to_contain_text("Mastercard \u2022\u2022\u2022\u2022 4444")
+    assert page.get_by_test_id("receipt").evaluate("el => getComputedStyle(el).color") == "rgb(0, 0, 0)"
+    page.emulate_media(media="screen")
 
     page.goto("/")
     page.locator("[data-testid=account-menu] summary").click()  # sign out is in the account menu

@@ -36,6 +36,20 @@ def test_staff_refund_part_of_a_payment_from_the_confirmation_page(page, live_se
     )
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto("/admin/billing/payment/")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "payments_list.png"), full_page=True)
+    expect(page.locator("#result_list")).to_contain_text("Visa \u2022\u2022\u2022\u2022 4242")  # the card column
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    # and no column is cut off inside the list's own box
+    assert page.evaluate(
+        "[...document.querySelectorAll('#result_list th')].every(th => th.scrollWidth <= th.clientWidth)"
+    )
+    last = page.locator("#result_list thead th").last.bounding_box()
+    assert (
+        last["x"] + last["width"]
+        <= page.locator("#changelist-form").bounding_box()["x"]
+        + page.locator("#changelist-form").bounding_box()["width"]
+    )
     page.locator(f"input[name=_selected_action][value='{payment.pk}']").check()
     page.select_option("select[name=action]", "refund_through_stripe")
     page.locator("button[name=index]").click()  # the admin's "Go"

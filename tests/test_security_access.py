@@ -118,6 +118,8 @@ def expect_site(role):
         "fortune": ("GET", "/fortune/", None, OK if signed_in else FOUND),
         "long_fortune": ("GET", "/fortune/long/", None, OK if signed_in else FOUND),
         "index": ("GET", "/billing/", None, OK if signed_in else FOUND),
+        # A receipt is its owner's page; for anyone else it does not exist.
+        "receipt": ("GET", "{payment_receipt}", None, OK if role == "owner" else MISSING if signed_in else FOUND),
         "charge": ("POST", "/billing/charge/", BAD_CHARGE, BAD if signed_in else UNAUTH),
         # Only the owner may ask about a payment; for anyone else it does not exist.
         "charge_confirm": (
@@ -144,8 +146,8 @@ def expect_site(role):
     }
 
 
-# Pages, not JSON endpoints: their 404 is an HTML page saying Google sign-in is not set up.
-HTML_PAGES = {"auth_google", "auth_google_callback"}
+# Pages, not JSON endpoints: their 404 is an HTML page (Google sign-in not set up; no such receipt).
+HTML_PAGES = {"auth_google", "auth_google_callback", "receipt"}
 
 
 def site_routes():
@@ -178,7 +180,10 @@ def test_every_site_route_for_every_role(db, data, clients, people, role):
     for name, (method, path, body, expected) in expect_site(role).items():
         if name == "api_logout":
             continue  # signs the client out: checked on its own below
-        path = path.format(payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/")
+        path = path.format(
+            payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/",
+            payment_receipt=f"/billing/receipts/{data['payment'].reference}/",
+        )
         response = client.get(path) if method == "GET" else post_json(client, path, body)
         assert response.status_code == expected, (role, name, response.status_code, response.content[:200])
         if expected == FOUND:

@@ -14,6 +14,7 @@ PRODUCTION = {
     "DEBUG": "0",
     "SECRET_KEY": "x" * 30 + "-production-like-secret-key-of-length-64-abcdefghijklmn",
     "ALLOWED_HOSTS": "credits.example.com",
+    "BILLING_SITE_URL": "https://credits.example.com",
     "STRIPE_SECRET_KEY": "sk_test_prod_like",
     "STRIPE_PUBLISHABLE_KEY": "pk_test_prod_like",
     "STRIPE_WEBHOOK_SECRET": "whsec_prod_like",
