@@ -343,6 +343,12 @@ def _bought(payment: Payment) -> str:
     return f"{payment.pack.name} bought {day.day} {day:%b %Y}"
 
 
+def _staff_note(payment: Payment) -> str:
+    """Our ids for the entries a refund or dispute writes: staff read them in the admin, the
+    customer never does (the reason, `_bought`, is theirs)."""
+    return f"Payment {payment.pk}, intent {payment.stripe_payment_intent_id or '-'}"
+
+
 def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
     """Bring the credits taken back in line with what is refunded or disputed now (payment locked).
 
@@ -373,6 +379,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
             reason=f"{'Dispute' if disputed else 'Refund'} of {_bought(payment)}",
             payment=payment,
             idempotency_key=f"payment:{payment.pk}:clawback:{ever_clawed}-{ever_clawed + due}",
+            staff_note=_staff_note(payment),
         )
         payment.credits_clawed_back += due - shortfall
         payment.credits_unrecovered += shortfall
@@ -398,6 +405,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
                 reason=f"{why.capitalize()}: credits of {_bought(payment)} given back",
                 payment=payment,
                 idempotency_key=f"payment:{payment.pk}:reinstatement:{given}-{given + back}",
+                staff_note=_staff_note(payment),
             )
             payment.credits_clawed_back -= back
             payment.credits_reinstated += back
