@@ -211,7 +211,10 @@ def _not_open(payment: Payment) -> PaymentNotOpen:
     if payment.status == Status.FAILED:
         return PaymentNotOpen(
             description,
-            _("This payment was canceled or declined, so there is nothing left to finish. Buy the pack again to retry."),
+            _(
+                "This payment was canceled or declined, so there is nothing left to finish. "
+                "Buy the pack again to retry."
+            ),
         )
     return PaymentNotOpen(description)
 

@@ -87,7 +87,7 @@ def test_not_signed_in_or_not_a_post(localstripe, client, signed_in_client, user
 def test_a_payment_canceled_as_abandoned_answers_409_and_shows_no_button(localstripe, signed_in_client, user, settings):
     payment = start_3ds(signed_in_client, user)
     page = signed_in_client.get("/billing/").content.decode()
-    assert 'data-finish-payment="%d"' % payment.pk in page
+    assert f'data-finish-payment="{payment.pk}"' in page
     assert "Waiting for your bank's confirmation. Finish it or it will be canceled on" in page
     Payment.objects.filter(pk=payment.pk).update(created_at=payment.created_at - timedelta(hours=2))
     assert abandoned.cancel_abandoned()["canceled"] == 1

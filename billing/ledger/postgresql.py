@@ -4,8 +4,8 @@
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
 - A debit is one call of the PL/pgSQL function `billing_spend` (migration 0018): the conditional
-  UPDATE (which takes the profile's row lock), the ledger INSERT (the staff note with it, 0026), then the draws from the grants
-  in the drawdown order, each read after the lock was won.
+  UPDATE (which takes the profile's row lock), the ledger INSERT (with the staff note since migration
+  0026), then the draws from the grants in the drawdown order, each read after the lock was won.
 
 The balance and its rows change atomically, and the UPDATE's row lock serialises writers to one
 profile. Called outside any transaction (autocommit), the statement is sent alone, without

@@ -1,4 +1,5 @@
-"""`manage.py adjust_credits USER DELTA --reason TEXT [--note TEXT] [--actor USER]`: a staff correction, through the ledger.
+"""`manage.py adjust_credits USER DELTA --reason TEXT [--note TEXT] [--actor USER]`: a staff correction,
+through the ledger. The reason is the customer's; the note is for staff only.
 
 USER is the login name (USERNAME_FIELD: the email for email-login user models) or the email."""
 
