@@ -166,16 +166,37 @@ def test_a_refund_tells_the_customer_what_in_their_words_and_staff_the_ids(local
     from billing import refunds
 
     payment = charges.start_charge(user, pack_slug="starter", payment_method="pm_card_visa").payment
-    refunds.refund_payment(payment, actor=staff_user)
+    refunds.refund_payment(payment, actor=staff_user, amount=200, staff_note="  asked by mail, ticket SUP-9  ")
 
     entry = LedgerEntry.objects.get(payment=payment, kind=LedgerEntry.Kind.REFUND)
     assert re.fullmatch(r"Refund of Starter bought \d{1,2} [A-Z][a-z]{2} \d{4}", entry.reason), entry.reason
     assert str(payment.pk) not in entry.reason and "pi_" not in entry.reason
-    assert entry.staff_note == f"Payment {payment.pk}, intent {payment.stripe_payment_intent_id}"
+    assert re.fullmatch(
+        rf"Payment {payment.pk}, intent {payment.stripe_payment_intent_id}; "
+        r"refund re_\w+ by support@example.com: asked by mail, ticket SUP-9",
+        entry.staff_note,
+    ), entry.staff_note
     client = Client()
     client.force_login(user)
     page = client.get("/billing/").content.decode()
-    assert entry.reason in page and payment.stripe_payment_intent_id not in page
+    assert entry.reason in page and payment.stripe_payment_intent_id not in page and "SUP-9" not in page
+
+
+def test_the_refund_confirmation_takes_a_staff_note(localstripe, user, make_staff):
+    payment = charges.start_charge(user, pack_slug="starter", payment_method="pm_card_visa").payment
+    client = Client()
+    client.force_login(make_staff("refunder@example.com", "view_payment", "refund_payment"))
+    url = "/admin/billing/payment/"
+    action = {"action": "refund_through_stripe", "_selected_action": [str(payment.pk)]}
+    page = client.post(url, action)
+    assert "Staff only: who asked, ticket number." in page.content.decode()
+    form = page.context["form"]
+    data = {**action, "post": "yes", "amount": "5.00", "refunded_before": form.initial["refunded_before"]}
+    client.post(url, {**data, "staff_note": "chargeback threat, ticket SUP-10"}, follow=True)
+
+    entry = LedgerEntry.objects.get(payment=payment, kind=LedgerEntry.Kind.REFUND)
+    assert entry.staff_note.endswith("by refunder@example.com: chargeback threat, ticket SUP-10")
+    assert "SUP-10" not in entry.reason
 
 
 # --- the commands ---------------------------------------------------------------------------------------
