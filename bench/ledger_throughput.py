@@ -352,6 +352,7 @@ def _orm_naive(op: str):
         "delta": -1,
         "kind": "spend",
         "reason": "bench spend",
+        "staff_note": "",
         "actor_id": None,
         "payment_id": None,
         "idempotency_key": None,

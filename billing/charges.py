@@ -34,6 +34,7 @@ from billing.exceptions import (
     InvalidPaymentRequest,
     PaymentInProgress,
     PaymentNotFound,
+    PaymentNotOpen,
     StripeUnavailable,
 )
 from billing.models import CreditPack, Payment
@@ -176,6 +177,50 @@ def confirm_charge(user, payment_id) -> ChargeResult:
             intent.id, idempotency_key=f"payment:{payment.reference}:confirm:{intent.id}"
         )
     return apply_intent(payment, intent, source="confirm")
+
+
+def resume_charge(user, payment_id) -> ChargeResult:
+    """The customer came back to a payment left in 3-D Secure (the "Finish payment" button on
+    /billing/): where it stands at Stripe, with the intent's client secret while Stripe still
+    waits for the bank's check. The page then runs Stripe.js and `confirm_charge`, as the checkout does.
+
+    Raises PaymentNotFound for anything but the user's own payment; PaymentNotOpen (with the
+    customer's sentence) for a payment not waiting for them: finished, failed or canceled here,
+    or found so at Stripe (which is then applied, once, through billing.fulfilment);
+    StripeUnavailable when Stripe cannot be reached (the payment unchanged).
+    """
+    payment = Payment.objects.select_related("pack").filter(pk=payment_id, user_id=user.pk).first()
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id} for user {user.pk}")
+    if payment.status != Status.REQUIRES_ACTION or not payment.stripe_payment_intent_id:
+        raise _not_open(payment)
+    intent = stripe_gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
+    if intent.status == IntentStatus.REQUIRES_ACTION:
+        return ChargeResult(payment=payment, status=IntentStatus.REQUIRES_ACTION, client_secret=intent.client_secret)
+    # Stripe moved on meanwhile (the bank answered, or the intent was canceled): record it, once.
+    try:
+        result = apply_intent(payment, intent, source="resume")
+    except CardDeclined:
+        payment.refresh_from_db(fields=["status"])
+        raise _not_open(payment) from None
+    if result.status == IntentStatus.REQUIRES_ACTION:
+        return result
+    raise _not_open(result.payment)
+
+
+def _not_open(payment: Payment) -> PaymentNotOpen:
+    description = f"payment {payment.pk} is {payment.status}, not waiting for 3-D Secure"
+    if payment.status in fulfilment.CREDITED:
+        return PaymentNotOpen(description, _("This payment is already complete: its credits are in your balance."))
+    if payment.status == Status.FAILED:
+        return PaymentNotOpen(
+            description,
+            _(
+                "This payment was canceled or declined, so there is nothing left to finish. "
+                "Buy the pack again to retry."
+            ),
+        )
+    return PaymentNotOpen(description)
 
 
 def intent_idempotency_key(payment: Payment) -> str:

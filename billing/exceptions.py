@@ -15,6 +15,7 @@ table (`billing.http.ERROR_STATUS`).
     ├── InvalidCard                a card or card setup that cannot be saved for this user (400)
     ├── NoSavedCard                the user has no saved card to charge or remove (404)
     ├── PaymentInProgress          the outcome is not known yet (409)
+    ├── PaymentNotOpen             a payment that has nothing left to finish (409)
     ├── PaymentMismatch            Stripe's facts contradict our payment: never credit (409)
     ├── CreditingRefused           Stripe took the money, the ledger refused the credits (500)
     ├── RefundError                a refund that cannot be made (staff)
@@ -114,6 +115,13 @@ class PaymentInProgress(BillingError):
     """The payment's outcome is not known yet (Stripe is still working on it, or we never heard back)."""
 
     default_message = _("This payment is still being processed. Your credits will appear once it completes.")
+
+
+class PaymentNotOpen(BillingError):
+    """The customer asked to finish a payment that is no longer waiting for them (it succeeded,
+    failed or was canceled): nothing to do; the user message says which."""
+
+    default_message = _("This payment is no longer waiting for you. Reload the page to see where it stands.")
 
 
 class PaymentMismatch(BillingError):

@@ -262,7 +262,7 @@ def fail_payment(
 
 
 @transaction.atomic
-def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int = 0) -> Payment:
+def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int = 0, staff_note: str = "") -> Payment:
     """Stripe says `amount_refunded` (minor units) was refunded on the payment's charge in all,
     counting refunds that later failed or were canceled, and `amount_failed` of it came back.
 
@@ -272,7 +272,8 @@ def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int 
     refunds that have not failed; passed alone (`amount_failed=0`) it is a lower bound, which is
     safe. What is refunded now is the difference; the credits follow it, both ways: a refund
     claws back, and a refund that fails gives back what it took (a refund seen before the
-    success is settled when the payment is credited).
+    success is settled when the payment is credited). `staff_note` (who refunded, why) goes with the
+    payment's ids into the clawback entry's note for staff.
     """
     payment = _lock(payment)
     # In all, refunds may exceed the price: what failed can be refunded again.
@@ -285,7 +286,7 @@ def record_refund(payment: Payment, *, amount_refunded: int, amount_failed: int 
     if (total - failed, failed) != (payment.amount_refunded, payment.amount_refund_failed):
         payment.amount_refunded, payment.amount_refund_failed = total - failed, failed
         payment.save(update_fields=["amount_refunded", "amount_refund_failed", "updated_at"])
-    _settle_clawback(payment, why="refund failed")
+    _settle_clawback(payment, why="refund failed", staff_note=staff_note)
     if payment.amount_refunded > previous:
         # One notice per refund, named by the running total ever refunded (failed refunds count,
         # so it only grows): a repeat or stale event finds it made, a later refund is a new one.
@@ -415,7 +416,14 @@ def _bought(payment: Payment) -> str:
     return f"{payment.pack.name} bought {day.day} {day:%b %Y}"
 
 
-def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
+def _staff_note(payment: Payment, extra: str = "") -> str:
+    """Our ids (and `extra`, e.g. who refunded) for the entries a refund or dispute writes: staff
+    read them in the admin, the customer never does (the reason, `_bought`, is theirs)."""
+    ids = f"Payment {payment.pk}, intent {payment.stripe_payment_intent_id or '-'}"
+    return f"{ids}; {extra}" if extra else ids
+
+
+def _settle_clawback(payment: Payment, *, why: str = "money returned", staff_note: str = "") -> None:
     """Bring the credits taken back in line with what is refunded or disputed now (payment locked).
 
     Credits due back = credits * min(amount, refunded + disputed) // amount, rounded down in the
@@ -445,6 +453,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
             reason=f"{'Dispute' if disputed else 'Refund'} of {_bought(payment)}",
             payment=payment,
             idempotency_key=f"payment:{payment.pk}:clawback:{ever_clawed}-{ever_clawed + due}",
+            staff_note=_staff_note(payment, staff_note),
         )
         payment.credits_clawed_back += due - shortfall
         payment.credits_unrecovered += shortfall
@@ -470,6 +479,7 @@ def _settle_clawback(payment: Payment, *, why: str = "money returned") -> None:
                 reason=f"{why.capitalize()}: credits of {_bought(payment)} given back",
                 payment=payment,
                 idempotency_key=f"payment:{payment.pk}:reinstatement:{given}-{given + back}",
+                staff_note=_staff_note(payment, staff_note),
             )
             payment.credits_clawed_back -= back
             payment.credits_reinstated += back

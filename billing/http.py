@@ -34,6 +34,7 @@ ERROR_STATUS = (
     (exceptions.PaymentNotFound, HTTPStatus.NOT_FOUND),
     (exceptions.NoSavedCard, HTTPStatus.NOT_FOUND),
     (exceptions.PaymentInProgress, HTTPStatus.CONFLICT),
+    (exceptions.PaymentNotOpen, HTTPStatus.CONFLICT),
     (exceptions.PaymentMismatch, HTTPStatus.CONFLICT),
     (exceptions.IdempotencyKeyReused, HTTPStatus.UNPROCESSABLE_ENTITY),
     (exceptions.StripeUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),

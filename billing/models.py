@@ -418,7 +418,10 @@ class LedgerEntry(models.Model):
     delta = models.BigIntegerField()
     balance_after = models.BigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    reason = models.CharField(max_length=255)
+    reason = models.CharField(max_length=255)  # the customer reads it on /billing/: their words, no internal ids
+    # For staff only (who asked, the ticket, our ids): shown in the admin, never to the customer
+    # (not on /billing/, /api/*, or in emails). Written with the entry, in the same statement.
+    staff_note = models.CharField(max_length=500, blank=True, default="", db_default="")
     actor = models.ForeignKey(
         app_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -27,6 +27,7 @@ from billing.exceptions import InvalidPaymentRequest, RefundError
 from billing.ledger import grants
 from billing.models import Payment, Profile
 from billing.templatetags.billing_money import money
+from billing.users import display_name
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ def preview_refund(payment: Payment, amount: int | None = None) -> RefundPreview
     return RefundPreview(payment, remaining, amount, credits_clawed_back=taken, credits_short=due - taken)
 
 
-def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Payment:
+def refund_payment(payment: Payment, *, actor, amount: int | None = None, staff_note: str = "") -> Payment:
     """Refund `amount` minor units (None: all that is left) of a succeeded payment; returns it updated.
+    The clawback's ledger entry tells the customer which purchase was refunded; its staff note
+    names the payment, the Stripe refund, `actor` and `staff_note` (staff only).
 
     Must not run inside a database transaction (it calls Stripe). Raises RefundError with a
     message fit for staff; `StripeUnavailable` when Stripe cannot be reached (the outcome is
@@ -102,7 +105,8 @@ def refund_payment(payment: Payment, *, actor, amount: int | None = None) -> Pay
     # takes: Stripe's figure also covers refunds made elsewhere (the dashboard), ours also
     # refunds that failed since (Stripe's figure drops them).
     total = max(refund.charge_amount_refunded or 0, refunded_after)
-    return fulfilment.record_refund(payment, amount_refunded=total)
+    note = f"refund {refund.id} by {display_name(actor)}" + (f": {staff_note.strip()}" if staff_note.strip() else "")
+    return fulfilment.record_refund(payment, amount_refunded=total, staff_note=note)
 
 
 def _check_refundable(payment: Payment) -> None:

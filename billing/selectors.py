@@ -1,13 +1,14 @@
 """Reads for the billing pages: each a fixed, small number of queries whatever the ledger's size."""
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing.conf import app_settings
 from billing.models import AutoRecharge, CreditGrant, CreditPack, Hold, LedgerEntry, Payment, Profile, SavedCard
 
 
@@ -95,6 +96,14 @@ class PaymentRow:
     @property
     def grouped(self) -> bool:
         return self.failed_attempts > 1
+
+    @property
+    def open_until(self) -> datetime | None:
+        """For a payment still waiting for 3-D Secure: when billing.abandoned cancels it if the
+        customer does not finish (the row offers to finish it until then); None otherwise."""
+        if self.payment.status != Payment.Status.REQUIRES_ACTION or not self.payment.stripe_payment_intent_id:
+            return None
+        return self.payment.created_at + timedelta(seconds=int(app_settings.BILLING_ABANDONED_AFTER))
 
 
 def payments_page(user, page_number, *, per_page: int) -> LedgerPage:

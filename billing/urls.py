@@ -9,6 +9,7 @@ urlpatterns = [
     path("receipts/<str:reference>/", views.receipt, name="receipt"),
     path("charge/", views.charge, name="charge"),
     path("charge/<int:payment_id>/confirm/", views.confirm_charge, name="charge_confirm"),
+    path("charge/<int:payment_id>/resume/", views.resume_charge, name="charge_resume"),
     path("cards/", views.save_card, name="card_save"),
     path("cards/setup/", views.card_setup, name="card_setup"),
     path("cards/remove/", views.remove_card, name="card_remove"),

@@ -83,6 +83,16 @@ def confirm_charge(request, payment_id: int):
     return charge_response(charges.confirm_charge(request.user, payment_id))
 
 
+@rate_limited("charge-confirm")
+@json_post_endpoint
+def resume_charge(request, payment_id: int):
+    """POST: a payment of the user's left in 3-D Secure, to finish from its row on /billing/:
+    {"status": "requires_action", "client_secret", "payment"} for Stripe.js, then the confirm
+    endpoint settles it. 404 for another user's payment, 409 (with a sentence) for one that is
+    not waiting. The body is ignored."""
+    return charge_response(charges.resume_charge(request.user, payment_id))
+
+
 # --- saved cards (docs/INSTALL.md, "Saved cards"): JSON in, JSON out; the work is in billing.cards ----------
 
 

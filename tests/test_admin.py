@@ -47,6 +47,7 @@ def form_request_id(client, user):
 
 def post_adjust(client, user, **data):
     data.setdefault("request_id", str(uuid.uuid4()))
+    data.setdefault("staff_note", "asked by phone, ticket 4711")
     return client.post(adjust_url(user), data)
 
 
@@ -122,8 +123,9 @@ def test_resubmitted_form_with_other_values_is_refused(client, adjuster, user):
         ({"delta": "abc", "reason": "letters"}, b"Enter a whole number."),
         ({"delta": "1.5", "reason": "fraction"}, b"Enter a whole number."),
         ({"delta": "", "reason": "empty"}, b"This field is required."),
-        ({"delta": "5", "reason": ""}, b"This field is required."),
-        ({"delta": "5", "reason": "   "}, b"This field is required."),
+        ({"delta": "5", "reason": "x", "staff_note": ""}, b"A staff note is required: who asked, and why."),
+        ({"delta": "5", "reason": "x", "staff_note": "   "}, b"A staff note is required: who asked, and why."),
+        ({"delta": "5", "reason": "x", "staff_note": "n" * 501}, b"Ensure this value has at most 500 characters"),
         ({"delta": "5", "reason": "x" * 256}, b"Ensure this value has at most 255 characters"),
         ({"delta": "5", "reason": "no id", "request_id": "not-a-uuid"}, b"reload the page"),
         ({"delta": "-3", "reason": "too much"}, b"The balance is 2; it cannot go below zero."),

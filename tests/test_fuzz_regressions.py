@@ -154,7 +154,7 @@ def test_the_admin_adjust_form_past_the_databases_integer_shows_an_error(admin_c
     before = fuzzing.money_state()
     response = admin_client.post(
         reverse("admin:billing_profile_adjust", args=[user.profile.pk]),
-        {"delta": str(ledger.MAX_DELTA), "reason": "three", "request_id": str(uuid.uuid4())},
+        {"delta": str(ledger.MAX_DELTA), "reason": "three", "staff_note": "fuzz", "request_id": str(uuid.uuid4())},
     )
     assert response.status_code == HTTPStatus.OK
     assert "cannot take" in str(response.context["form"].errors["delta"])

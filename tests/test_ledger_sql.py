@@ -25,8 +25,9 @@ def test_the_ledger_functions_exist_after_all_migrations():
     arguments, source = function_source("billing_spend")
     assert arguments == (
         "p_user_id bigint, p_amount bigint, p_kind text, p_reason text, p_actor_id bigint, "
-        "p_payment_id bigint, p_key text, p_now timestamp with time zone"
+        "p_payment_id bigint, p_key text, p_now timestamp with time zone, p_staff_note text"
     )
+    assert "p_staff_note" in source
     assert "credits - held >= p_amount" in source and "billing_draw(" in source
     arguments, source = function_source("billing_capture")
     assert arguments == "p_hold_id bigint, p_amount bigint, p_reason text, p_key text, p_now timestamp with time zone"

@@ -88,6 +88,7 @@ def test_the_emaily_api_is_a_separate_include():
         "receipt",
         "charge",
         "charge_confirm",
+        "charge_resume",
         "card_setup",
         "card_save",
         "card_remove",

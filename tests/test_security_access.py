@@ -128,6 +128,13 @@ def expect_site(role):
             {},
             OK if role == "owner" else MISSING if signed_in else UNAUTH,
         ),
+        # Finish a payment left in 3-D Secure: the owner's has succeeded, so nothing is left to finish.
+        "charge_resume": (
+            "POST",
+            "{payment_resume}",
+            {},
+            HTTPStatus.CONFLICT if role == "owner" else MISSING if signed_in else UNAUTH,
+        ),
         # Saved cards (tests/test_cards.py posts to card_setup, which asks Stripe): a GET is
         # refused by every one; bad input before Stripe; nobody here has a card to remove.
         "card_setup": ("GET", "/billing/cards/setup/", None, HTTPStatus.METHOD_NOT_ALLOWED),
@@ -183,6 +190,7 @@ def test_every_site_route_for_every_role(db, data, clients, people, role):
         path = path.format(
             payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/",
             payment_receipt=f"/billing/receipts/{data['payment'].reference}/",
+            payment_resume=f"/billing/charge/{data['payment'].pk}/resume/",
         )
         response = client.get(path) if method == "GET" else post_json(client, path, body)
         assert response.status_code == expected, (role, name, response.status_code, response.content[:200])
@@ -287,7 +295,12 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
     profile = people["owner"].profile
     client.post(
         reverse("admin:billing_profile_adjust", args=[profile.pk]),
-        {"delta": "100", "reason": "let me in", "request_id": "0b7a4a3e-0000-4000-8000-000000000001"},
+        {
+            "delta": "100",
+            "reason": "let me in",
+            "staff_note": "x",
+            "request_id": "0b7a4a3e-0000-4000-8000-000000000001",
+        },
     )
     client.post(
         reverse("admin:billing_profile_grant", args=[profile.pk]),
@@ -324,7 +337,12 @@ def test_only_permitted_staff_change_money_in_the_admin(db, data, clients, peopl
 def test_the_superuser_may_adjust(db, data, clients, people):
     response = clients["superuser"].post(
         reverse("admin:billing_profile_adjust", args=[people["owner"].profile.pk]),
-        {"delta": "3", "reason": "goodwill", "request_id": "0b7a4a3e-0000-4000-8000-000000000002"},
+        {
+            "delta": "3",
+            "reason": "goodwill",
+            "staff_note": "ticket 1",
+            "request_id": "0b7a4a3e-0000-4000-8000-000000000002",
+        },
     )
     assert response.status_code == FOUND
     assert ledger.get_balance(people["owner"]) == 5 + 3
@@ -348,6 +366,7 @@ def state_changing(data, people):
     return [
         ("charge", "owner", "json", "/billing/charge/", BAD_CHARGE, BAD),
         ("confirm", "owner", "json", f"/billing/charge/{data['payment'].pk}/confirm/", {}, OK),
+        ("resume", "owner", "json", f"/billing/charge/{data['payment'].pk}/resume/", {}, HTTPStatus.CONFLICT),
         ("api/stripe", "owner", "json", "/api/stripe", {"id": "not-a-pm"}, BAD),
         ("card save", "owner", "json", "/billing/cards/", {"setup_intent": "not-a-seti"}, BAD),
         ("card remove", "owner", "json", "/billing/cards/remove/", {}, MISSING),
@@ -377,7 +396,12 @@ def state_changing(data, people):
             "superuser",
             "form",
             reverse("admin:billing_profile_adjust", args=[owner_profile]),
-            {"delta": "2", "reason": "csrf", "request_id": "0b7a4a3e-0000-4000-8000-000000000003"},
+            {
+                "delta": "2",
+                "reason": "csrf",
+                "staff_note": "csrf",
+                "request_id": "0b7a4a3e-0000-4000-8000-000000000003",
+            },
             FOUND,
         ),
         (
@@ -420,7 +444,7 @@ def send(client, kind, path, body, token=None):
     return client.post(path, form)
 
 
-@pytest.mark.parametrize("index", range(14))
+@pytest.mark.parametrize("index", range(15))
 def test_csrf_is_required_on_every_state_changing_view(db, data, people, index):
     label, who, kind, path, body, with_token = state_changing(data, people)[index]
     user = people[who] if who else None
@@ -447,7 +471,10 @@ def test_the_csrf_list_covers_every_state_changing_site_route(db, data, people):
     posted = {path for _, _, _, path, _, _ in state_changing(data, people)}
     for name, (method, path, _, _) in expect_site("owner").items():
         if method == "POST" and name != "webhook":
-            path = path.format(payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/")
+            path = path.format(
+                payment_confirm=f"/billing/charge/{data['payment'].pk}/confirm/",
+                payment_resume=f"/billing/charge/{data['payment'].pk}/resume/",
+            )
             assert path in posted, name
     # GET pages that also take a POST
     assert {"/fortune/", "/fortune/long/", "/api/logout"} <= posted

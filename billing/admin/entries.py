@@ -14,16 +14,22 @@ from billing.users import display_name, lookup_fields
 class LedgerEntryAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     email_search_user_path = "profile__user_id"
     search_help_text = _(
-        "A whole email address (fast), or part of an email or reason, or an exact idempotency key (scans the ledger)."
+        "A whole email address (fast), or part of an email, reason or staff note, or an exact idempotency key "
+        "(scans the ledger)."
     )
-    list_display = ["id", "when", "email", "kind", "signed_delta", "balance", "reason", "actor"]
+    list_display = ["id", "when", "email", "kind", "signed_delta", "balance", "reason", "staff_note", "actor"]
     list_display_links = ["id"]
     sortable_by = ["id"]  # the only order a million rows can be sorted in by an index
     show_facets = admin.ShowFacets.NEVER  # per-choice counts would scan the whole ledger
     list_select_related = ["profile__user", "actor"]
     # `kind` has fixed choices, so this filter costs no query of its own.
     list_filter = ["kind"]
-    search_fields = [*(f"profile__user__{field}" for field in lookup_fields()), "reason", "=idempotency_key"]
+    search_fields = [
+        *(f"profile__user__{field}" for field in lookup_fields()),
+        "reason",
+        "staff_note",
+        "=idempotency_key",
+    ]
     ordering = ["-id"]
     show_full_result_count = False
     list_per_page = 50
@@ -35,6 +41,7 @@ class LedgerEntryAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         "delta",
         "balance_after",
         "reason",
+        "staff_note",
         "actor",
         "payment",
         "idempotency_key",

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.ledger import MAX_DELTA
-from billing.models import MAX_VALIDITY_DAYS, CreditGrant, CreditPack
+from billing.models import MAX_VALIDITY_DAYS, CreditGrant, CreditPack, LedgerEntry
 
 
 class OneTimeForm(forms.Form):
@@ -15,19 +15,33 @@ class OneTimeForm(forms.Form):
     # ledger idempotency key, so the change is applied once.
     request_id = forms.UUIDField(widget=forms.HiddenInput)
     reason = forms.CharField(
+        label=_("Customer description"),
         max_length=255,
+        required=False,
         help_text=_(
-            "Required. The customer sees this in their history: write it for them (no ticket numbers or "
-            "notes). Your name is saved with it, for staff only."
+            "Shown to the customer on their billing page: write it for them, without ticket numbers or "
+            "notes. Left empty, it reads \u201c%(default)s\u201d."
         ),
         widget=forms.TextInput(attrs={"size": 60}),
     )
+    staff_note = forms.CharField(
+        label=_("Staff note"),
+        max_length=LedgerEntry._meta.get_field("staff_note").max_length,
+        help_text=_("Staff only: who asked, ticket number. The customer never sees it. Your name is saved with it."),
+        widget=forms.TextInput(attrs={"size": 60}),
+        error_messages={"required": _("A staff note is required: who asked, and why.")},
+    )
+    # The customer's description when staff leave it empty: a plain sentence for them.
+    default_reason = ""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["reason"]
+        field.help_text = field.help_text % {"default": self.default_reason}
+        field.widget.attrs["placeholder"] = self.default_reason
 
     def clean_reason(self):
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError(_("A reason is required."))
-        return reason
+        return self.cleaned_data["reason"].strip() or str(self.default_reason)
 
 
 class AdjustCreditsForm(OneTimeForm):
@@ -37,7 +51,8 @@ class AdjustCreditsForm(OneTimeForm):
         max_value=MAX_DELTA,
         help_text=_("A whole number of credits: positive adds, negative removes (e.g. 5 or -3)."),
     )
-    field_order = ["delta", "reason"]
+    default_reason = _("Adjustment by support")
+    field_order = ["delta", "reason", "staff_note"]
 
     def clean_delta(self):
         delta = self.cleaned_data["delta"]
@@ -71,7 +86,12 @@ class GrantCreditsForm(OneTimeForm):
         widget=forms.DateInput(attrs={"type": "date"}),
         help_text=_("A date (YYYY-MM-DD): the credits can be used until the end of that day."),
     )
-    field_order = ["amount", "category", "expires_in_days", "expires_on", "reason"]
+    default_reason = _("Bonus credits")
+    field_order = ["amount", "category", "expires_in_days", "expires_on", "reason", "staff_note"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["staff_note"].required = False  # a grant may be routine (a promotion); an adjustment never is
 
     def clean(self):
         cleaned = super().clean()

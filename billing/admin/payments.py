@@ -192,7 +192,7 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         try:
             preview = preview_refund(payment)
             if form.is_bound and form.is_valid():
-                return self._refund(request, payment, form.cleaned_data["amount"])
+                return self._refund(request, payment, form.cleaned_data["amount"], form.cleaned_data["staff_note"])
             if form.is_bound:
                 amount = form.cleaned_data.get("amount") if not form.has_error("amount") else None
                 preview = preview_refund(payment, amount) if amount else preview
@@ -212,10 +212,10 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/billing/payment/refund_confirmation.html", context)
 
-    def _refund(self, request, payment, amount):
+    def _refund(self, request, payment, amount, staff_note=""):
         clawed_before, unrecovered_before = payment.credits_clawed_back, payment.credits_unrecovered
         try:
-            refunded = refund_payment(payment, actor=request.user, amount=amount)
+            refunded = refund_payment(payment, actor=request.user, amount=amount, staff_note=staff_note)
         except BillingError as exc:
             messages.error(request, f"Payment {payment.pk}: not refunded. {exc.user_message}")
             return None
@@ -238,6 +238,17 @@ class RefundForm(forms.Form):
 
     amount = forms.CharField(label=_("Amount to refund"), max_length=20)
     refunded_before = forms.IntegerField(widget=forms.HiddenInput)
+    staff_note = forms.CharField(
+        label=_("Staff note"),
+        required=False,
+        max_length=300,  # with the payment's and the refund's ids it fits LedgerEntry.staff_note
+        help_text=_(
+            "Staff only: who asked, ticket number. Saved with the ledger entry, with the payment's and the "
+            "refund's ids and your name. The customer never sees it: their billing page says which purchase "
+            "was refunded."
+        ),
+        widget=forms.TextInput(attrs={"size": 60}),
+    )
 
     def __init__(self, payment, data=None):
         self.payment = payment

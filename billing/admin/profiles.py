@@ -87,7 +87,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
             return "No ledger entries yet."
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
                     admin_time(entry.created_at),
@@ -95,6 +95,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
                     f"{entry.delta:+d}",
                     entry.balance_after,
                     entry.reason,
+                    entry.staff_note,
                     display_name(entry.actor),
                 )
                 for entry in entries
@@ -102,7 +103,8 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
         )
         return format_html(
             '<table class="recent-ledger"><thead><tr><th>When</th><th>Kind</th><th>Delta</th>'
-            "<th>Balance after</th><th>Reason</th><th>Actor</th></tr></thead><tbody>{}</tbody></table>"
+            "<th>Balance after</th><th>Reason (customer sees)</th><th>Staff note</th><th>Actor</th></tr></thead>"
+            "<tbody>{}</tbody></table>"
             '<p><a href="{}">All ledger entries for this profile</a> (newest {} shown here)</p>',
             rows,
             all_url,
@@ -191,7 +193,14 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
         key = f"admin-adjust:{form.cleaned_data['request_id']}"
         already = LedgerEntry.objects.filter(idempotency_key=key).exists()
         try:
-            entry = adjust_credits(profile.user, delta, reason=reason, actor=request.user, idempotency_key=key)
+            entry = adjust_credits(
+                profile.user,
+                delta,
+                reason=reason,
+                actor=request.user,
+                idempotency_key=key,
+                staff_note=form.cleaned_data["staff_note"],
+            )
         except InsufficientCredits as exc:
             form.add_error("delta", f"The balance is {exc.balance}; it cannot go below zero.")
             return False
@@ -224,6 +233,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
                 expires_at=data["expires_at"],
                 actor=request.user,
                 idempotency_key=key,
+                staff_note=data["staff_note"],
             )
         except IdempotencyKeyReused:
             form.add_error(None, "This form was already submitted with other values. Reload the page to start again.")

@@ -53,8 +53,10 @@ def add_credits(
     idempotency_key: str | None = None,
     category: str | None = None,
     expires_at: datetime | None = None,
+    staff_note: str = "",
 ) -> LedgerEntry:
-    """Add `amount` (> 0) credits, in a new grant, and record why.
+    """Add `amount` (> 0) credits, in a new grant, and record why: `reason` for the customer,
+    `staff_note` (optional) for staff only.
 
     `kind` is purchase (a paid grant), adjustment (a staff correction: paid, never expires) or
     bonus (a promotional grant unless `category` says otherwise). `expires_at` (None: never)
@@ -75,7 +77,7 @@ def add_credits(
     grant = {"category": category, "source": source, "expires_at": expires_at}
     return _apply(
         user, amount, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key,
-        grant=grant, now=now,
+        grant=grant, now=now, staff_note=staff_note,
     )  # fmt: skip
 
 
@@ -88,12 +90,13 @@ def grant_credits(
     expires_at: datetime | None = None,
     actor=None,
     idempotency_key: str | None = None,
+    staff_note: str = "",
 ) -> LedgerEntry:
     """Give `amount` credits (> 0) that were not bought: promotional by default, valid until
     `expires_at` (None: never). Drawn before paid credits of the same expiry."""
     return add_credits(
         user, amount, kind=Kind.BONUS, reason=reason, actor=actor, idempotency_key=idempotency_key,
-        category=category, expires_at=expires_at,
+        category=category, expires_at=expires_at, staff_note=staff_note,
     )  # fmt: skip
 
 
@@ -104,22 +107,36 @@ def spend_credits(user, amount: int, *, reason: str, idempotency_key: str | None
     return _apply(user, -amount, kind=Kind.SPEND, reason=reason, idempotency_key=idempotency_key)
 
 
-def adjust_credits(user, delta: int, *, reason: str, actor, idempotency_key: str | None = None) -> LedgerEntry:
-    """A staff correction by a signed, non-zero `delta`; a reason is required and the actor
-    recorded. Credits added are paid and never expire; credits removed are drawn like a spend."""
+def adjust_credits(
+    user, delta: int, *, reason: str, actor, idempotency_key: str | None = None, staff_note: str = ""
+) -> LedgerEntry:
+    """A staff correction by a signed, non-zero `delta`; a reason (the customer's) is required, the
+    actor and `staff_note` recorded. Credits added are paid and never expire; credits removed are
+    drawn like a spend."""
     if not _is_int(delta) or delta == 0 or abs(delta) > MAX_DELTA:
         raise ValueError(f"delta must be a non-zero whole number of at most {MAX_DELTA:,} credits, got {delta!r}")
     if not (reason or "").strip():
         raise ValueError("a reason is required for an adjustment")
     if delta > 0:
         return add_credits(
-            user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key
-        )
-    return _apply(user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key)
+            user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key,
+            staff_note=staff_note,
+        )  # fmt: skip
+    return _apply(
+        user, delta, kind=Kind.ADJUSTMENT, reason=reason, actor=actor, idempotency_key=idempotency_key,
+        staff_note=staff_note,
+    )  # fmt: skip
 
 
 def claw_back_credits(
-    user, amount: int, *, kind: str, reason: str, payment: Payment | None = None, idempotency_key: str | None = None
+    user,
+    amount: int,
+    *,
+    kind: str,
+    reason: str,
+    payment: Payment | None = None,
+    idempotency_key: str | None = None,
+    staff_note: str = "",
 ) -> tuple[LedgerEntry | None, int]:
     """Remove up to `amount` credits, never below zero. Returns (entry or None, credits not recovered).
 
@@ -131,7 +148,9 @@ def claw_back_credits(
     _check_positive(amount)
     if kind not in (Kind.REFUND, Kind.DISPUTE, Kind.ADJUSTMENT):
         raise ValueError(f"kind must be refund, dispute or adjustment, got {kind!r}")
-    fields = _fields(-amount, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key)
+    fields = _fields(
+        -amount, kind=kind, reason=reason, payment=payment, idempotency_key=idempotency_key, staff_note=staff_note
+    )
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
         profile = grants.lock_profile(alias, user_id=user.pk)
@@ -152,12 +171,17 @@ def claw_back_credits(
         return entry, amount - take
 
 
-def reinstate_credits(user, amount: int, *, payment: Payment, reason: str, idempotency_key: str) -> LedgerEntry:
+def reinstate_credits(
+    user, amount: int, *, payment: Payment, reason: str, idempotency_key: str, staff_note: str = ""
+) -> LedgerEntry:
     """Give back `amount` credits a refund or dispute of `payment` took (the refund failed, the
     dispute was won): into the grants they were taken from, each keeping its expiry (the
     payment's own grant first). Credits taken before grants existed come back as a new paid grant."""
     _check_positive(amount)
-    fields = _fields(amount, kind=Kind.REINSTATEMENT, reason=reason, payment=payment, idempotency_key=idempotency_key)
+    fields = _fields(
+        amount, kind=Kind.REINSTATEMENT, reason=reason, payment=payment, idempotency_key=idempotency_key,
+        staff_note=staff_note,
+    )  # fmt: skip
     alias = router.db_for_write(LedgerEntry)
     with transaction.atomic(using=alias):
         profile = grants.lock_profile(alias, user_id=user.pk)
@@ -221,21 +245,27 @@ def _check_positive(amount) -> None:
         raise ValueError(f"amount must be a positive whole number of at most {MAX_DELTA:,} credits, got {amount!r}")
 
 
-def _fields(delta: int, *, kind: str, reason: str, actor=None, payment=None, idempotency_key=None) -> dict:
+def _fields(
+    delta: int, *, kind: str, reason: str, actor=None, payment=None, idempotency_key=None, staff_note=""
+) -> dict:
     reason = (reason or "").strip()
+    if not isinstance(staff_note, str):
+        raise ValueError(f"a staff note must be a string, got {staff_note!r}")
+    staff_note = staff_note.strip()
     if not reason:
         raise ValueError("a reason is required for every ledger entry")
     if idempotency_key is not None and not idempotency_key.strip():
         raise ValueError("an idempotency key, when given, must not be blank")
     if idempotency_key is not None and len(idempotency_key) > LedgerEntry._meta.get_field("idempotency_key").max_length:
         raise ValueError("an idempotency key must be at most 255 characters")
-    if "\x00" in reason or "\x00" in (idempotency_key or ""):
+    if "\x00" in reason or "\x00" in staff_note or "\x00" in (idempotency_key or ""):
         # PostgreSQL text cannot hold NUL; refuse it everywhere rather than fail on one database.
-        raise ValueError("a reason or idempotency key cannot contain NUL characters")
+        raise ValueError("a reason, staff note or idempotency key cannot contain NUL characters")
     return {
         "delta": delta,
         "kind": kind,
         "reason": reason[:255],
+        "staff_note": staff_note[: LedgerEntry._meta.get_field("staff_note").max_length],
         "actor_id": actor.pk if actor is not None else None,
         "payment_id": payment.pk if payment is not None else None,
         "idempotency_key": idempotency_key,
@@ -253,8 +283,12 @@ def _apply(
     idempotency_key: str | None = None,
     grant: dict | None = None,
     now: datetime | None = None,
+    staff_note: str = "",
 ) -> LedgerEntry:
-    fields = _fields(delta, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key)
+    fields = _fields(
+        delta, kind=kind, reason=reason, actor=actor, payment=payment, idempotency_key=idempotency_key,
+        staff_note=staff_note,
+    )  # fmt: skip
     now = now or timezone.now()
     for _attempt in range(3):
         try:

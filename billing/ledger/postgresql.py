@@ -4,8 +4,8 @@
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
 - A debit is one call of the PL/pgSQL function `billing_spend` (migration 0018): the conditional
-  UPDATE (which takes the profile's row lock), the ledger INSERT, then the draws from the grants
-  in the drawdown order, each read after the lock was won.
+  UPDATE (which takes the profile's row lock), the ledger INSERT (with the staff note since migration
+  0026), then the draws from the grants in the drawdown order, each read after the lock was won.
 
 The balance and its rows change atomically, and the UPDATE's row lock serialises writers to one
 profile. Called outside any transaction (autocommit), the statement is sent alone, without
@@ -34,8 +34,9 @@ WITH u AS (
     RETURNING id, credits
 ), e AS (
     INSERT INTO {ledger}
-        (profile_id, delta, balance_after, kind, reason, actor_id, payment_id, idempotency_key, created_at)
-    SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(actor_id)s, %(payment_id)s, %(idempotency_key)s, %(now)s
+        (profile_id, delta, balance_after, kind, reason, staff_note, actor_id, payment_id, idempotency_key, created_at)
+    SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(staff_note)s, %(actor_id)s, %(payment_id)s,
+        %(idempotency_key)s, %(now)s
     FROM u
     RETURNING id, profile_id, balance_after
 ), g AS (
@@ -47,11 +48,12 @@ WITH u AS (
 SELECT id, profile_id, balance_after FROM e
 """
 
-# billing_spend and billing_draw are installed by migration 0018 (its docstring has the steps).
+# billing_draw is installed by migration 0018 (its docstring has the steps); billing_spend by
+# 0018, with the staff note since 0026.
 _DEBIT_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_spend(
     %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
-    %(payment_id)s::bigint, %(idempotency_key)s::text, %(now)s::timestamptz
+    %(payment_id)s::bigint, %(idempotency_key)s::text, %(now)s::timestamptz, %(staff_note)s::text
 )
 """
 
@@ -155,6 +157,7 @@ def capture_fields(amount: int, reason: str, key: str) -> dict:
         "delta": -amount,
         "kind": LedgerEntry.Kind.CAPTURE,
         "reason": reason,
+        "staff_note": "",
         "actor_id": None,
         "payment_id": None,
         "idempotency_key": key,

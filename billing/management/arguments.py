@@ -9,6 +9,7 @@ from billing.models import LedgerEntry
 from billing.users import lookup_fields
 
 MAX_REASON = LedgerEntry._meta.get_field("reason").max_length
+MAX_NOTE = LedgerEntry._meta.get_field("staff_note").max_length
 
 
 def find_user(identifier: str):
@@ -53,3 +54,14 @@ def reason_text(reason) -> str:
     if len(reason) > MAX_REASON:
         raise CommandError(f"--reason must be at most {MAX_REASON} characters, got {len(reason)}")
     return reason
+
+
+def note_text(note, *, required: bool = False) -> str:
+    """A staff note for the ledger (staff only, never shown to the customer): no longer than the
+    ledger keeps, and present when `required`."""
+    note = (note or "").strip()
+    if required and not note:
+        raise CommandError("--note must not be blank: who asked, and why")
+    if len(note) > MAX_NOTE:
+        raise CommandError(f"--note must be at most {MAX_NOTE} characters, got {len(note)}")
+    return note

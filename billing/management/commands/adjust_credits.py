@@ -1,4 +1,5 @@
-"""`manage.py adjust_credits USER DELTA --reason TEXT [--actor USER]`: a staff correction, through the ledger.
+"""`manage.py adjust_credits USER DELTA --reason TEXT [--note TEXT] [--actor USER]`: a staff correction,
+through the ledger. The reason is the customer's; the note is for staff only.
 
 USER is the login name (USERNAME_FIELD: the email for email-login user models) or the email."""
 
@@ -6,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from billing.exceptions import InsufficientCredits
 from billing.ledger import adjust_credits
-from billing.management.arguments import find_user, reason_text
+from billing.management.arguments import find_user, note_text, reason_text
 from billing.users import display_name
 
 
@@ -17,12 +18,14 @@ class Command(BaseCommand):
         parser.add_argument("email", metavar="USER", help="the user's login name or email (case-insensitive)")
         # A string, so "-3" reads as a negative number and a bad number gets our own message.
         parser.add_argument("delta", help="whole number of credits, e.g. 5 or -3")
-        parser.add_argument("--reason", required=True, help="why (required; saved in the ledger)")
+        parser.add_argument("--reason", required=True, help="why, for the customer (required; on their billing page)")
+        parser.add_argument("--note", default="", help="for staff only: who asked, ticket number (never shown)")
         parser.add_argument("--actor", help="login name or email of the staff user making the change")
 
     def handle(self, *args, email, delta, reason, actor=None, **options):
         delta = parse_delta(delta)
         reason = reason_text(reason)
+        note = note_text(options.get("note"))
         user = find_user(email)
         actor_user = None
         if actor:
@@ -30,7 +33,7 @@ class Command(BaseCommand):
             if not actor_user.is_staff:
                 raise CommandError(f"the actor {display_name(actor_user)} is not a staff user")
         try:
-            entry = adjust_credits(user, delta, reason=reason, actor=actor_user)
+            entry = adjust_credits(user, delta, reason=reason, actor=actor_user, staff_note=note)
         except InsufficientCredits as exc:
             raise CommandError(
                 f"{display_name(user)} has {exc.balance} credits; removing {-delta} would take the balance below zero"

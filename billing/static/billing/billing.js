@@ -584,3 +584,102 @@ const billingHttp = (function () {
   });
   showConsent();
 })();
+
+/*
+ * Finish a payment left in 3-D Secure, from its row in the payment history (billing/index.html):
+ * POST /billing/charge/<id>/resume/ answers the intent's client_secret while Stripe still waits
+ * for the bank, then the same steps as the checkout: stripe.confirmCardPayment(client_secret) and
+ * POST /billing/charge/<id>/confirm/, which credits the payment once (billing.fulfilment). The
+ * page reloads on success, so balance, history and ledger come from the server.
+ */
+(function () {
+  "use strict";
+
+  const section = document.getElementById("payments");
+  if (!section) return;
+
+  // Back from a finished payment (the page reloaded with ?finished=<credits added>).
+  const finished = new URLSearchParams(window.location.search).get("finished");
+  if (finished !== null) {
+    history.replaceState(null, "", window.location.pathname + "#payments");
+    if (/^\d+$/.test(finished)) {
+      const main = document.querySelector("main");
+      const list = document.createElement("ul");
+      list.className = "messages";
+      list.setAttribute("role", "status");
+      const item = document.createElement("li");
+      item.className = "message message-success";
+      item.dataset.testid = "finish-success";
+      item.textContent = "Payment received: " + finished + " credit" + (finished === "1" ? "" : "s") + " added.";
+      list.appendChild(item);
+      if (main) main.prepend(list);
+    }
+  }
+  if (!section.querySelector("[data-finish-payment]")) return;
+
+  const config = section.dataset;
+  const csrfToken = section.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const errorBox = section.querySelector("#finish-payment-error");
+  let stripe = null;
+  let busy = false;
+
+  const postJSON = (url, data) => billingHttp.postJSON(url, data, csrfToken);
+  const messageFor = (result) => billingHttp.messageFor(result, "Reload the page to check your balance before trying again.");
+  const urlFor = (template, paymentId) => template.replace("/0/", "/" + encodeURIComponent(paymentId) + "/");
+
+  function getStripe() {
+    if (!stripe && typeof window.Stripe === "function" && config.stripeKey) stripe = window.Stripe(config.stripeKey);
+    return stripe;
+  }
+
+  async function finish(button) {
+    if (busy) return;
+    const client = getStripe();
+    if (!client) {
+      errorBox.textContent = "The payment form could not load. Check your connection and reload the page.";
+      return;
+    }
+    busy = true;
+    const label = button.textContent;
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    button.textContent = "Waiting for your bank…";
+    errorBox.textContent = "";
+    const paymentId = button.dataset.finishPayment;
+    try {
+      const resumed = await postJSON(urlFor(config.resumeUrl, paymentId), {});
+      if (!(resumed.status === 200 && resumed.body.status === "requires_action")) {
+        errorBox.textContent = messageFor(resumed);
+        return;
+      }
+      const outcome = await client.confirmCardPayment(resumed.body.client_secret);
+      button.textContent = "Confirming…";
+      const result = await postJSON(urlFor(config.confirmUrl, paymentId), {});
+      if (result.status === 200 && result.body.status === "succeeded") {
+        window.location.assign(window.location.pathname + "?finished=" + encodeURIComponent(result.body.added) + "#payments");
+        return;
+      }
+      if (result.status === 200 && result.body.status === "requires_action") {
+        errorBox.textContent = "Your bank still needs you to confirm this payment. Press Finish payment to try again.";
+      } else if (outcome && outcome.error && !(result.body && result.body.error)) {
+        errorBox.textContent = "Your bank did not confirm the payment.";
+      } else {
+        // The server's sentence for the customer (billing/decline_messages.py), not Stripe.js's words.
+        errorBox.textContent = messageFor(result);
+      }
+    } catch (_) {
+      errorBox.textContent = "We could not reach the server. Reload the page to check your balance before trying again.";
+    } finally {
+      busy = false;
+      button.disabled = false;
+      button.setAttribute("aria-busy", "false");
+      button.textContent = label;
+    }
+  }
+
+  section.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-finish-payment]");
+    if (button) finish(button);
+  });
+
+})();
