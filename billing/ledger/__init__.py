@@ -22,9 +22,11 @@ returned.
 from billing.ledger.holds import capture_hold, hold_credits, release_hold
 from billing.ledger.operations import (
     MAX_DELTA,
+    Purchase,
     add_credits,
     adjust_credits,
     claw_back_credits,
+    credit_purchase,
     expire_credits,
     get_balance,
     grant_credits,
@@ -34,10 +36,12 @@ from billing.ledger.operations import (
 
 __all__ = [
     "MAX_DELTA",
+    "Purchase",
     "add_credits",
     "adjust_credits",
     "capture_hold",
     "claw_back_credits",
+    "credit_purchase",
     "expire_credits",
     "get_balance",
     "grant_credits",
