@@ -86,14 +86,50 @@ def _profile(charges: int, stripe_base: str) -> None:
         print(f"=== one charge: {len(queries)} SQL statements")
         for n, query in enumerate(queries, 1):
             print(f"{n:3}. {' '.join(query['sql'].split())[:160]}")
+        half = 20 + charges // 2
         profiler = Profiler(interval=0.0002)
         began = time.perf_counter()
         profiler.start()
-        for client in clients[20:]:
+        for client in clients[20:half]:
             charge(client)
         profiler.stop()
-        print(f"=== {(time.perf_counter() - began) / charges * 1000:.2f} ms per charge under the profiler")
+        print(f"=== {(time.perf_counter() - began) / (half - 20) * 1000:.2f} ms per charge under the profiler (wall)")
         print(profiler.output_text(unicode=True, color=False, show_all=False))
+        _cpu_by_phase(charge, clients[half:])
+
+
+# Our process's CPU time per phase (cProfile on the thread's CPU clock, so time spent waiting for
+# PostgreSQL or localstripe, and for the CPU on a loaded machine, is left out): what Python costs.
+PHASES = (
+    ("the request through Django (handler, middleware)", "django/core/handlers/base.py", "get_response"),
+    ("session read", "sessions/backends/db.py", "load"),
+    ("the user (auth)", "contrib/auth/__init__.py", "get_user"),
+    ("rate limit count", "billing/ratelimit.py", "hit"),
+    ("the view, in all", "billing/views.py", "charge"),
+    ("pack read", "billing/charges.py", "_pack_for_sale"),
+    ("Payment insert", "billing/charges.py", "_record"),
+    ("Stripe call (SDK: request, parse)", "billing/stripe_gateway.py", "create_payment_intent"),
+    ("credit + payment succeeded", "billing/fulfilment.py", "fulfil_payment"),
+    ("JSON answer", "billing/http.py", "charge_response"),
+)
+
+
+def _cpu_by_phase(charge, clients) -> None:
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile(time.thread_time)
+    profile.enable()
+    for client in clients:
+        charge(client)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    print(f"=== CPU per charge by phase (cProfile, thread CPU clock, {len(clients)} charges; inflated by the profiler)")
+    for label, path, name in PHASES:
+        cumulative = sum(
+            row[3] for (filename, _line, function), row in stats.items() if filename.endswith(path) and function == name
+        )
+        print(f"{label:45} {cumulative / len(clients) * 1000:7.2f} ms")
 
 
 if __name__ == "__main__":
