@@ -8,6 +8,7 @@ overhead"): they are meant to move when the implementation changes, never silent
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -20,6 +21,7 @@ from billing import fulfilment, ledger
 from billing.exceptions import PaymentMismatch
 from billing.models import CreditGrant, LedgerEntry, Payment, Profile
 from tests import stripe_events as events
+from tests.conftest import run_in_processes
 from tests.stripe_helpers import post_json
 
 CHARGE = "/billing/charge/"
@@ -173,3 +175,62 @@ def test_the_credit_changes_nothing_when_the_payment_is_no_longer_open(user):
     assert done is None
     assert LedgerEntry.objects.filter(payment=payment).count() == 1
     assert ledger.get_balance(user) == 5
+
+
+# --- races (PostgreSQL: row locks across processes) --------------------------------------------
+
+_barrier = None
+
+
+def _fulfil_in_child(payment_id, in_transaction):
+    from django.db import transaction
+
+    _barrier.wait(timeout=30)
+    payment = Payment.objects.select_related("pack", "user").get(pk=payment_id)
+    if in_transaction:  # as the webhook's handler runs
+        with transaction.atomic():
+            return fulfil(payment).newly_credited
+    return fulfil(payment).newly_credited
+
+
+def _refund_in_child(payment_id):
+    _barrier.wait(timeout=30)
+    fulfilment.record_refund(Payment.objects.get(pk=payment_id), amount_refunded=500)
+    return "refunded"
+
+
+def _dispatch(target, args):
+    return target(*args)
+
+
+def _race(jobs):
+    global _barrier
+    _barrier = multiprocessing.get_context("fork").Barrier(len(jobs))
+    return run_in_processes(_dispatch, jobs)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_eight_paths_crediting_at_once_credit_once(user):
+    payment = events.make_payment(user)
+
+    results = _race([(_fulfil_in_child, (payment.pk, n % 2 == 0)) for n in range(8)])
+
+    assert sorted(results) == [False] * 7 + [True]
+    assert Payment.objects.get(pk=payment.pk).status == Payment.Status.SUCCEEDED
+    assert LedgerEntry.objects.filter(payment=payment).count() == 1
+    assert ledger.get_balance(user) == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_refund_recorded_while_the_payment_is_credited_is_clawed_back_either_way(user):
+    for _ in range(3):
+        payment = events.make_payment(user)
+
+        _race([(_fulfil_in_child, (payment.pk, False)), (_refund_in_child, (payment.pk,))])
+
+        stored = Payment.objects.get(pk=payment.pk)
+        assert (stored.status, stored.amount_refunded, stored.credits_clawed_back) == ("refunded", 500, 5)
+        assert LedgerEntry.objects.filter(payment=payment, kind=LedgerEntry.Kind.PURCHASE).count() == 1
+        assert ledger.get_balance(user) == 0
