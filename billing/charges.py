@@ -237,15 +237,16 @@ def apply_intent(payment: Payment, intent: stripe_gateway.Intent, *, source: str
     payment = applied.payment
     if applied.outcome == fulfilment.Outcome.AWAIT_ACTION and payment.status == Status.REQUIRES_ACTION:
         return ChargeResult(payment=payment, status=IntentStatus.REQUIRES_ACTION, client_secret=intent.client_secret)
-    return _result(payment)
+    return _result(payment, available=applied.available)
 
 
-def _result(payment: Payment) -> ChargeResult:
+def _result(payment: Payment, *, available: int | None = None) -> ChargeResult:
     if payment.status in fulfilment.CREDITED:
         return ChargeResult(
             payment=payment,
             status=IntentStatus.SUCCEEDED,
-            credits=ledger.get_balance(payment.user),
+            # The balance the credit left, when the ledger said it (no second read).
+            credits=available if available is not None else ledger.get_balance(payment.user),
             added=payment.credits,
         )
     if payment.status == Status.FAILED:

@@ -5,7 +5,9 @@ whichever path arrives first, however often, concurrently or out of order, a pay
 exactly once and only when Stripe says it succeeded. Each function:
 
 - runs in one transaction that starts by locking the payment row (`select_for_update`), so two
-  paths acting on the same payment take turns and the second sees what the first did;
+  paths acting on the same payment take turns and the second sees what the first did; the
+  common credit (an open payment, nothing refunded or disputed) is instead one statement whose
+  conditional UPDATE of the payment takes that lock and decides (`billing.ledger.credit_purchase`);
 - is idempotent: it moves the payment towards a state computed from Stripe's facts, and doing
   that twice changes nothing the second time;
 - is backed by the database: one purchase ledger entry per payment (a unique constraint), and
@@ -16,12 +18,13 @@ None of them calls Stripe: callers fetch or receive Stripe's facts first, outsid
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -44,6 +47,7 @@ class Fulfilment:
     payment: Payment
     entry: LedgerEntry
     newly_credited: bool  # False when an earlier path had already credited it
+    available: int | None = None  # the spendable balance right after crediting, when known
 
 
 class Outcome(StrEnum):
@@ -74,6 +78,7 @@ class Applied:
     payment: Payment
     outcome: Outcome
     newly_credited: bool = False  # this call credited the payment (not an earlier path)
+    available: int | None = None  # the spendable balance right after crediting, when known
 
 
 def apply_intent(payment: Payment, intent: Intent, *, source: str) -> Applied:
@@ -92,7 +97,7 @@ def apply_intent(payment: Payment, intent: Intent, *, source: str) -> Applied:
             source=source,
             card=(intent.card_brand, intent.card_last4),
         )
-        return Applied(done.payment, outcome, newly_credited=done.newly_credited)
+        return Applied(done.payment, outcome, newly_credited=done.newly_credited, available=done.available)
     if outcome == Outcome.FAIL:
         code = intent.error_code or ("canceled" if intent.status == IntentStatus.CANCELED else "")
         failed = fail_payment(
@@ -133,7 +138,8 @@ def fulfil_payment(
     once staff have fixed the cause).
     """
     try:
-        return _fulfil(payment, intent_id=intent_id, amount=amount, currency=currency, source=source, card=card)
+        done = _fulfil_open(payment, intent_id=intent_id, amount=amount, currency=currency, source=source, card=card)
+        return done or _fulfil(payment, intent_id=intent_id, amount=amount, currency=currency, source=source, card=card)
     except ValueError as exc:  # the ledger's refusal (a limit, or the database's integer range)
         why = f"Stripe took the money ({intent_id}) but the credits could not be added: {exc}"
         logger.error("payment %s: %s", payment.pk, why)
@@ -146,6 +152,39 @@ def fulfil_payment(
 def flag_for_attention(payment_id: int, why: str) -> None:
     """Mark a payment for staff: Stripe took the money but the credits could not be added."""
     Payment.objects.filter(pk=payment_id).update(needs_attention=why[:500])
+
+
+def _fulfil_open(
+    payment: Payment, *, intent_id: str, amount: int, currency: str, source: str, card: tuple[str, str]
+) -> Fulfilment | None:
+    """The common case, an open payment nothing was refunded or disputed of, credited without
+    the lock: the payment's conditional UPDATE to succeeded and the credit in one statement
+    (billing.ledger.credit_purchase), whose UPDATE takes the payment's row lock and decides, so
+    a path that got there first makes it change nothing. None when it did not apply: `_fulfil`
+    then settles the payment under its lock (already credited, a mismatch, a refund or dispute
+    seen first, no profile yet). The card charged and the receipt owed (billing.notices) ride in
+    the same statement."""
+    if payment.status not in OPEN or not _facts_match(payment, amount=amount, currency=currency):
+        return None
+    # The caller's instance stays as it was, as with the locking path's fresh copy of the row.
+    payment = copy.copy(payment)
+    try:
+        done = ledger.credit_purchase(
+            payment,
+            intent_id=intent_id,
+            open_statuses=OPEN,
+            reason=_purchase_reason(payment),
+            idempotency_key=purchase_key(payment),
+            expires_at=_expiry(payment),
+            card=card if card[1] else None,
+            receipt_amount=payment.amount if app_settings.BILLING_RECEIPT_EMAILS else None,
+        )
+    except IntegrityError:
+        return None  # nothing changed (e.g. another payment holds the intent): the locking path says why
+    if done is None:
+        return None
+    _credited(payment, done.entry, source)
+    return Fulfilment(payment, done.entry, newly_credited=True, available=done.available)
 
 
 @transaction.atomic
@@ -182,16 +221,30 @@ def _fulfil(
         payment.user,
         payment.credits,
         kind=LedgerEntry.Kind.PURCHASE,
-        reason=(
-            f"Auto-recharge: bought {payment.pack.name} ({payment.credits} credits)"
-            if payment.purpose == Payment.Purpose.AUTO_RECHARGE
-            else f"Bought {payment.pack.name} ({payment.credits} credits)"
-        ),
+        reason=_purchase_reason(payment),
         payment=payment,
         idempotency_key=purchase_key(payment),
-        # Valid from the moment they are credited, for the days the pack promised when bought.
-        expires_at=timezone.now() + timedelta(days=payment.validity_days) if payment.validity_days else None,
+        expires_at=_expiry(payment),
     )
+    _credited(payment, entry, source)
+    _queue_notice(payment, PaymentNotice.Kind.RECEIPT, amount=payment.amount)
+    # A refund or dispute that arrived before the success is settled now.
+    _settle_clawback(payment)
+    return Fulfilment(payment, entry, newly_credited=True)
+
+
+def _purchase_reason(payment: Payment) -> str:
+    if payment.purpose == Payment.Purpose.AUTO_RECHARGE:
+        return f"Auto-recharge: bought {payment.pack.name} ({payment.credits} credits)"
+    return f"Bought {payment.pack.name} ({payment.credits} credits)"
+
+
+def _expiry(payment: Payment):
+    # Valid from the moment they are credited, for the days the pack promised when bought.
+    return timezone.now() + timedelta(days=payment.validity_days) if payment.validity_days else None
+
+
+def _credited(payment: Payment, entry: LedgerEntry, source: str) -> None:
     logger.info("payment %s credited %s via %s", payment.pk, payment.credits, source)
     signals.send_after_commit(
         signals.credits_purchased,
@@ -201,10 +254,6 @@ def _fulfil(
         entry=entry,
         credits=payment.credits,
     )
-    _queue_notice(payment, PaymentNotice.Kind.RECEIPT, amount=payment.amount)
-    # A refund or dispute that arrived before the success is settled now.
-    _settle_clawback(payment)
-    return Fulfilment(payment, entry, newly_credited=True)
 
 
 @transaction.atomic
@@ -367,11 +416,15 @@ def _attach_intent(payment: Payment, intent_id: str) -> None:
         )
 
 
-def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str) -> None:
-    _attach_intent(payment, intent_id)
+def _facts_match(payment: Payment, *, amount: int, currency: str) -> bool:
     # Strict types: a signed event is Stripe's, but a float 500.0 or a list must never pass as facts.
     amount_ok = isinstance(amount, int) and not isinstance(amount, bool) and amount == payment.amount
-    if not amount_ok or not isinstance(currency, str) or currency.lower() != payment.currency:
+    return amount_ok and isinstance(currency, str) and currency.lower() == payment.currency
+
+
+def _check_facts(payment: Payment, *, intent_id: str, amount: int, currency: str) -> None:
+    _attach_intent(payment, intent_id)
+    if not _facts_match(payment, amount=amount, currency=currency):
         raise PaymentMismatch(
             f"payment {payment.pk} is for {payment.amount} {payment.currency}, "
             f"Stripe reports {amount} {currency} on {intent_id}",

@@ -42,6 +42,8 @@ PERIODIC = (
     # webhook soon, rarely enough not to spend Stripe's rate limit.
     Job("reconcile_payments", tasks.reconcile_payments_task, timedelta(minutes=10)),
     Job("clean_idempotent_requests", tasks.clean_idempotent_requests_task, timedelta(hours=1)),
+    # The rate limit's ended windows: the charge endpoint only counts, it never cleans.
+    Job("clean_rate_limit_counters", tasks.clean_rate_limit_counters_task, timedelta(minutes=10)),
     # Payments left waiting for 3-D Secure past BILLING_ABANDONED_AFTER, canceled at Stripe.
     Job("cancel_abandoned_payments", tasks.cancel_abandoned_payments_task, timedelta(minutes=5)),
     # Receipts and refund notices whose enqueue was lost with its process.

@@ -12,6 +12,8 @@ fixed window), incremented with a single atomic statement that both PostgreSQL a
     RETURNING hits
 
 No read-then-write, so concurrent requests on any number of servers each get their own count.
+Ended windows are cleared by `clear_ended_windows`, billing's periodic job (billing.periodic),
+not by the request: a charge pays for its count and nothing else.
 django-ratelimit on Django's database cache counts with a read, then a write, and let 34-40 of
 40 simultaneous attempts through a limit of 10 (docs/RELIABILITY.md, "The charge rate limiter"),
 so the count stays here, in the database every installation already has.
@@ -55,8 +57,9 @@ def parse_rate(value, *, name: str = "the rate limit") -> tuple[int, int] | None
 
 
 def hit(bucket: str, *, limit: int, period: int, now: float | None = None) -> tuple[bool, int]:
-    """Count one request for `bucket` in the current window. Returns (allowed, seconds until
-    the window ends). Commits at once when no transaction is open, so other processes see it."""
+    """Count one request for `bucket` in the current window, in one statement. Returns (allowed,
+    seconds until the window ends). Commits at once when no transaction is open, so other
+    processes see it."""
     now = time.time() if now is None else now
     window_start = int(now) // period * period
     expires_at = window_start + period
@@ -70,12 +73,17 @@ def hit(bucket: str, *, limit: int, period: int, now: float | None = None) -> tu
             [bucket, window_start, expires_at],
         )
         hits = cursor.fetchone()[0]
-        if hits == 1:
-            # The first request of a new window clears windows that have ended, for everyone:
-            # the table stays as small as the number of recently active users.
-            cursor.execute(f"DELETE FROM {table} WHERE expires_at <= %s", [int(now)])  # noqa: S608
     retry_after = max(1, math.ceil(expires_at - now))
     return hits <= limit, retry_after
+
+
+def clear_ended_windows(now: float | None = None) -> int:
+    """Delete the counts of windows that have ended, for every bucket (billing.periodic runs it
+    every few minutes, so the table stays about as small as the number of recently active
+    users). Returns the rows deleted."""
+    now = time.time() if now is None else now
+    deleted, _ = RateLimitCounter.objects.filter(expires_at__lte=int(now)).delete()
+    return deleted
 
 
 def _in_words(seconds: int) -> str:

@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
-from billing import abandoned, autorecharge, ledger, notices, reconcile
+from billing import abandoned, autorecharge, ledger, notices, ratelimit, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
 
@@ -80,6 +80,13 @@ def clean_idempotent_requests_task() -> int:
     )
     deleted, _ = IdempotentRequest.objects.filter(created_at__lt=now - IDEMPOTENT_REQUEST_KEEP).filter(ended).delete()
     return deleted
+
+
+@task()
+def clean_rate_limit_counters_task() -> int:
+    """Forget the charge rate limit's counts of windows that have ended (billing.ratelimit).
+    Returns the rows deleted."""
+    return ratelimit.clear_ended_windows()
 
 
 @task()

@@ -142,9 +142,12 @@ def test_a_new_window_starts_a_new_count_and_ended_windows_are_cleared(db):
     allowed, retry_after = ratelimit.hit("b", limit=2, period=60, now=t0 + 2)
     assert (allowed, retry_after) == (False, start + 60 - int(t0) - 2)
     ratelimit.hit("other", limit=2, period=60, now=t0)
-    # The next window: counted from one again, and the ended window's rows are gone.
+    # The next window: counted from one again; the periodic clean-up forgets the ended window.
     assert ratelimit.hit("b", limit=2, period=60, now=start + 60) == (True, 60)
+    assert RateLimitCounter.objects.filter(window_start=start).count() == 2
+    assert ratelimit.clear_ended_windows(now=start + 61) == 2
     assert list(RateLimitCounter.objects.values_list("bucket", "window_start", "hits")) == [("b", start + 60, 1)]
+    assert ratelimit.clear_ended_windows(now=start + 61) == 0
 
 
 def _hammer(bucket, times):

@@ -114,6 +114,7 @@ def test_billing_periodic_enqueues_each_job_once_per_period(user):
     out = run()
     assert "expire_credits: enqueued" in out and "reconcile_payments: enqueued" in out
     assert "clean_idempotent_requests: enqueued" in out and "cancel_abandoned_payments: enqueued" in out
+    assert "clean_rate_limit_counters: enqueued" in out
     assert LedgerEntry.objects.filter(kind=LedgerEntry.Kind.EXPIRY).count() == 1  # the immediate backend ran it
     assert run().count("not due") == len(periodic.PERIODIC)  # again within the minute: nothing is due
     PeriodicJob.objects.update(last_enqueued_at=timezone.now() - timedelta(minutes=1))

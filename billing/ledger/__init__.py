@@ -12,6 +12,7 @@ race at the database, its transaction (including its UPDATE) rolls back, and the
 returned.
 
 - `operations.py`: the public operations below, their validation and the retry loop;
+- `purchases.py`: a purchase credited with its payment marked succeeded, in one statement;
 - `grants.py`: credit grants, the drawdown order and expiry (docs/DESIGN.md, "Credit grants");
 - `holds.py`: reserving credits now and capturing what was used later (docs/DESIGN.md, "Holds");
 - `postgresql.py`: the writes on PostgreSQL, one prepared statement each (docs/DESIGN.md);
@@ -31,13 +32,16 @@ from billing.ledger.operations import (
     reinstate_credits,
     spend_credits,
 )
+from billing.ledger.purchases import Purchase, credit_purchase
 
 __all__ = [
     "MAX_DELTA",
+    "Purchase",
     "add_credits",
     "adjust_credits",
     "capture_hold",
     "claw_back_credits",
+    "credit_purchase",
     "expire_credits",
     "get_balance",
     "grant_credits",

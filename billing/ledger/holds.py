@@ -151,15 +151,24 @@ def available(user, *, now: datetime | None = None) -> int:
     if row is None:
         return 0
     credits, held, next_expiry, next_hold_expiry = row
-    if next_expiry is None and next_hold_expiry is None:
-        return max(credits - held, 0)
     now = now or timezone.now()
+    known = available_from_hints(credits, held, next_expiry, next_hold_expiry, now)
+    if known is not None:
+        return known
     if next_expiry is not None and next_expiry <= now:
         credits -= grants.expired_remaining(alias, user_id=user.pk, now=now)
     if next_hold_expiry is not None and next_hold_expiry <= now:
         lapsed = Hold.objects.using(alias).filter(profile__user_id=user.pk, status=Status.ACTIVE, expires_at__lte=now)
         held -= lapsed.aggregate(total=Sum("amount"))["total"] or 0
     return max(credits - held, 0)
+
+
+def available_from_hints(credits: int, held: int, next_expiry, next_hold_expiry, now) -> int | None:
+    """`available` from a profile's columns alone, when its hints say nothing has lapsed (the
+    common case); None when expired grants or holds must be read to know."""
+    if (next_expiry is None or next_expiry > now) and (next_hold_expiry is None or next_hold_expiry > now):
+        return max(credits - held, 0)
+    return None
 
 
 # --- internals ------------------------------------------------------------------------------

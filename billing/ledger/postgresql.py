@@ -3,9 +3,11 @@
 - A credit is one statement of data-modifying CTEs: the conditional UPDATE of the balance (and
   of the profile's next-expiry hint), the ledger INSERT, and the INSERT of the grant it opens.
   Nothing in it reads grants, so nothing can be read from a stale snapshot.
+- A purchase Stripe reports succeeded is the credit's statement with one more CTE in front: the
+  payment's conditional UPDATE to succeeded, on which the rest depends (`credit_purchase`).
 - A debit is one call of the PL/pgSQL function `billing_spend` (migration 0018): the conditional
   UPDATE (which takes the profile's row lock), the ledger INSERT (with the staff note since migration
-  0026), then the draws from the grants in the drawdown order, each read after the lock was won.
+  0027), then the draws from the grants in the drawdown order, each read after the lock was won.
 
 The balance and its rows change atomically, and the UPDATE's row lock serialises writers to one
 profile. Called outside any transaction (autocommit), the statement is sent alone, without
@@ -24,7 +26,7 @@ import functools
 from django.db import connections
 
 from billing.conf import app_settings
-from billing.models import CreditGrant, Hold, LedgerEntry, Profile
+from billing.models import CreditGrant, Hold, LedgerEntry, Payment, PaymentNotice, Profile
 
 _CREDIT_SQL = """
 WITH u AS (
@@ -48,8 +50,47 @@ WITH u AS (
 SELECT id, profile_id, balance_after FROM e
 """
 
+# A purchase Stripe reports succeeded: the payment marked succeeded (while it is still open and
+# nothing was refunded or disputed) and the credit, in one statement. The payment's UPDATE comes
+# first and the balance moves only when it matched, so the payment row's lock, taken by that
+# UPDATE and re-checked against the latest row by PostgreSQL when another path changed it
+# meanwhile, decides; a profile that does not exist yet leaves the payment alone too.
+_PURCHASE_SQL = """
+WITH p AS (
+    UPDATE {payment} SET status = %(succeeded)s, stripe_payment_intent_id = %(intent_id)s,
+        failure_message = '', failure_code = '', needs_attention = '', updated_at = %(now)s,
+        card_brand = COALESCE(%(card_brand)s, card_brand), card_last4 = COALESCE(%(card_last4)s, card_last4)
+    WHERE id = %(payment_id)s AND status = ANY(%(open_statuses)s::text[])
+        AND (stripe_payment_intent_id IS NULL OR stripe_payment_intent_id = %(intent_id)s)
+        AND amount_refunded = 0 AND amount_disputed = 0 AND credits_clawed_back = 0 AND credits_unrecovered = 0
+        AND EXISTS (SELECT 1 FROM {profile} WHERE user_id = %(user_id)s)
+    RETURNING id
+), u AS (
+    UPDATE {profile} SET credits = credits + %(delta)s,
+        next_expiry = LEAST(next_expiry, %(expires_at)s::timestamptz)
+    WHERE user_id = %(user_id)s AND EXISTS (SELECT 1 FROM p)
+    RETURNING id, credits, held, next_expiry, next_hold_expiry
+), e AS (
+    INSERT INTO {ledger}
+        (profile_id, delta, balance_after, kind, reason, actor_id, payment_id, idempotency_key, created_at)
+    SELECT u.id, %(delta)s, u.credits, %(kind)s, %(reason)s, %(actor_id)s, %(payment_id)s, %(idempotency_key)s, %(now)s
+    FROM u
+    RETURNING id, profile_id, balance_after
+), g AS (
+    INSERT INTO {grant} (profile_id, category, source, amount, remaining, expires_at, payment_id, entry_id, created_at)
+    SELECT e.profile_id, %(category)s, %(source)s, %(delta)s, %(delta)s, %(expires_at)s::timestamptz,
+        %(payment_id)s, e.id, %(now)s
+    FROM e
+), n AS (
+    INSERT INTO {notice} (payment_id, kind, refunded_through, amount, created_at)
+    SELECT %(payment_id)s, 'receipt', 0, %(receipt_amount)s::integer, %(now)s FROM e WHERE %(receipt_amount)s::integer IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT e.id, e.profile_id, e.balance_after, u.held, u.next_expiry, u.next_hold_expiry FROM e, u
+"""
+
 # billing_draw is installed by migration 0018 (its docstring has the steps); billing_spend by
-# 0018, with the staff note since 0026.
+# 0018, with the staff note since 0027.
 _DEBIT_SQL = """
 SELECT entry_id, profile_id, balance_after FROM billing_spend(
     %(user_id)s::bigint, %(amount)s::bigint, %(kind)s::text, %(reason)s::text, %(actor_id)s::bigint,
@@ -86,6 +127,17 @@ def _hold_sql() -> str:
 
 
 @functools.cache
+def _purchase_sql() -> str:
+    return _PURCHASE_SQL.format(
+        payment=Payment._meta.db_table,
+        profile=Profile._meta.db_table,
+        ledger=LedgerEntry._meta.db_table,
+        grant=CreditGrant._meta.db_table,
+        notice=PaymentNotice._meta.db_table,
+    )
+
+
+@functools.cache
 def _credit_sql() -> str:
     return _CREDIT_SQL.format(
         profile=Profile._meta.db_table, ledger=LedgerEntry._meta.db_table, grant=CreditGrant._meta.db_table
@@ -106,6 +158,18 @@ def credit_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict) 
         "grant_payment_id": fields["payment_id"] if grant["source"] == CreditGrant.Source.PURCHASE else None,
     }
     return _entry(alias, fields, now, _execute(alias, _credit_sql(), params))
+
+
+def purchase_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict, payment: dict):
+    """Mark the payment succeeded and credit it, in one statement: (the entry, (held,
+    next_expiry, next_hold_expiry) of the profile after it), or None when the payment was not
+    open as `payment` (intent_id, open_statuses, succeeded) requires, or the user has no
+    profile (nothing changed)."""
+    params = {**fields, **grant, **payment, "user_id": user_id, "now": now}
+    row = _execute(alias, _purchase_sql(), params)
+    if row is None:
+        return None
+    return _entry(alias, fields, now, row[:3]), row[3:]
 
 
 def debit_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry | None:
