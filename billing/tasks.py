@@ -24,6 +24,7 @@ from django_tasks import task
 from billing import abandoned, autorecharge, ledger, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
+from billing.webhooks import queue as webhooks_queue
 
 # How long a finished request's answer is kept for a repeat with the same Idempotency-Key.
 IDEMPOTENT_REQUEST_KEEP = timedelta(hours=24)
@@ -93,3 +94,8 @@ def auto_recharge_task(user_id: int) -> str:
 def auto_recharge_paused_email_task(user_id: int, reason: str) -> int:
     """Tell the user auto-recharge is paused, with a link to fix the card on-session."""
     return autorecharge.email_paused(user_id, reason=reason)
+
+
+# Defined beside the webhook store it drains (billing.webhooks.queue), which enqueues it; named
+# here with the rest of billing's background work.
+process_webhook_events_task = webhooks_queue.process_webhook_events_task
