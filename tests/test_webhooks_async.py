@@ -3,12 +3,15 @@ task (billing.webhooks.queue) does its work. Events signed as Stripe signs them,
 through the test client; the task run by hand (the dummy backend enqueues nothing), by the
 immediate backend, or by a real `db_worker` process."""
 
+import json
+import threading
+import time
 from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
 from django.contrib.messages import get_messages
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -267,6 +270,15 @@ def test_malformed_events_are_refused_and_nothing_stored(client, no_worker, db, 
     assert not StripeEvent.objects.exists()
 
 
+def test_a_body_with_a_byte_order_mark_is_stored_as_json(client, no_worker, user):
+    """Python's JSON parser skips a UTF-8 byte-order mark; the database's JSON type would refuse
+    the text with it, so the event is stored re-encoded, never answered 5xx."""
+    event = events.intent_succeeded(events.make_payment(user))
+    response = events.post(client, b"\xef\xbb\xbf" + json.dumps(event).encode())
+    assert response.status_code == HTTPStatus.OK, response.content
+    assert _stored(event).payload == event
+
+
 def test_a_bad_signature_is_refused(client, no_worker, user):
     response = events.post(client, events.intent_succeeded(events.make_payment(user)), secret="whsec_other")
     assert response.status_code == HTTPStatus.BAD_REQUEST
@@ -302,3 +314,38 @@ def test_eight_processes_posting_the_same_event_with_workers_credit_once(setting
     assert (_stored(event).status, _stored(event).attempts) == (Status.PROCESSED, 1)
     assert _entries(payment) == [(Kind.PURCHASE, 5)]
     assert ledger.get_balance(user) == 5
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_task_leaves_events_another_task_holds_and_ends(settings, make_user):
+    """Events another worker has claimed (row-locked, mid-batch) are its own: a second task
+    neither runs them nor waits for them, it ends."""
+    settings.BILLING_WEBHOOKS_ASYNC = True
+    settings.TASKS = DUMMY
+    user = make_user()
+    event = events.intent_succeeded(events.make_payment(user))
+    events.post(Client(), event)
+    claimed, finished = threading.Event(), threading.Event()
+
+    def other_worker():
+        try:
+            with transaction.atomic():
+                StripeEvent.objects.select_for_update().get(event_id=event["id"])
+                claimed.set()
+                finished.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    try:
+        assert claimed.wait(timeout=10)
+        started = time.monotonic()
+        assert process_webhook_events_task.call() == {}
+        assert time.monotonic() - started < 5
+    finally:
+        finished.set()
+        thread.join(timeout=30)
+    assert _stored(event).status == Status.RECEIVED  # still there for the next task or the sweep
+    assert process_webhook_events_task.call() == {"processed": 1}

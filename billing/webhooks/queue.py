@@ -119,11 +119,14 @@ def accept_event(event: dict, body: bytes) -> tuple[str, bool]:
 
 
 def _payload_text(event: dict, body: bytes) -> str:
-    # The body Stripe signed is the event's JSON already: stored as sent, without re-encoding.
+    # The body Stripe signed is the event's JSON already: stored as sent, without re-encoding,
+    # unless it is not plain UTF-8 JSON text (another encoding, a byte-order mark), which the
+    # parser accepted but the database's JSON type would not.
     try:
-        return body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         return json.dumps(event)
+    return json.dumps(event) if text.startswith("\ufeff") else text
 
 
 _COLUMNS = ("event_id", "type", "api_version", "status", "error", "payload", "attempts", "received_at", "processed_at")
@@ -235,8 +238,16 @@ def process_due_events(*, batch: int = BATCH, seconds: float = TASK_SECONDS) -> 
         # Nothing due: give the lease back, then look once more. An event stored before the
         # release enqueued nothing (the lease was ours), so it must be visible to this look.
         _release_lease()
-        if not StripeEvent.objects.filter(_due(timezone.now())).exists():
+        if not _any_due_unclaimed():
             return counts
+
+
+def _any_due_unclaimed() -> bool:
+    """Whether a due event is left that no other task holds. Events another task has claimed
+    (row-locked) are its to finish: counting them would make this task spin until it commits."""
+    with transaction.atomic():
+        due = StripeEvent.objects.select_for_update(skip_locked=True).filter(_due(timezone.now()))
+        return bool(list(due.values_list("pk", flat=True)[:1]))
 
 
 def _run_batch(size: int, counts: dict[str, int]) -> int:
