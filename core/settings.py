@@ -224,6 +224,9 @@ BILLING_LEDGER_PREPARED_STATEMENTS = env_bool("BILLING_LEDGER_PREPARED_STATEMENT
 BILLING_CHARGE_RATE_LIMIT = os.environ.get("BILLING_CHARGE_RATE_LIMIT", "10/60")
 # Credits each new user gets: "5" (never expire) or "3/30d" (valid 30 days); unset: none.
 BILLING_SIGNUP_GRANT = os.environ.get("BILLING_SIGNUP_GRANT", "").strip() or None
+# Stripe events acknowledged at once and credited by the task worker (the Procfile's `worker`);
+# 0 credits them in the request, for a deployment that runs no worker. Unset: on (TASKS has a worker).
+BILLING_WEBHOOKS_ASYNC = env_bool("BILLING_WEBHOOKS_ASYNC", None)
 
 # --- security: strict only where HTTPS exists (DEBUG off) ---------------------------------
 # The Content-Security-Policy core/middleware.py sends (Django 6's setting name and shape; billing's
