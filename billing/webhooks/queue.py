@@ -6,9 +6,10 @@ part is done once the row has committed. The work (locking and fulfilling the pa
 crediting the ledger) runs in `process_webhook_events_task`, on a worker, in batches:
 
 - `wake` enqueues at most one task per burst: the first new event claims a lease row
-  (`PeriodicJob` "webhook_events", one conditional upsert) and enqueues a task; events stored
-  while the lease is fresh (`LEASE`) enqueue nothing, because that task will find them. A long
-  burst gets one more task per `LEASE`, so several workers share it.
+  (`PeriodicJob` "webhook_events", one conditional UPDATE after the event's own insert has
+  committed) and enqueues a task; events stored while the lease is fresh (`LEASE`) enqueue
+  nothing, because that task will find them. A long burst gets one more task per `LEASE`, so
+  several workers share it.
 - A task claims up to `BATCH` due events with `FOR UPDATE SKIP LOCKED` (two workers never take
   the same event), runs each one's handler in its own savepoint, records each outcome, and
   commits the batch: one commit for many events. It repeats until nothing is due, gives the
