@@ -15,6 +15,8 @@ TRIVIAL_PATHS = ("/billing/", "/api/current_user")
 ADMIN_LIST_MS = 500
 AUDIT_MS = 30_000
 SHOW_CREDITS_MS = 100
+# Twice what the synchronous endpoint credited (196 events/s) before webhooks were acknowledged first.
+CREDITED_PER_SECOND = 392
 GROWTH_LIMIT = 1.5  # "does not grow with the ledger": big / small median latency
 
 
@@ -31,6 +33,20 @@ def targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
     if webhook:
         figure = webhook["ratios"]["duplicate"]
         rows.append(("webhook duplicates vs trivial view", "≥ 0.5x", fmt_figure(figure), figure.median >= 0.5))
+        figure = webhook["ratios"]["new"]
+        rows.append(
+            ("webhook new events acknowledged vs trivial view", "≥ 0.4x", fmt_figure(figure), figure.median >= 0.4)
+        )  # noqa: E501
+        figure = webhook.get("credited")
+        if figure is not None:
+            rows.append(
+                (
+                    "webhook new events credited end to end",
+                    f"≥ {CREDITED_PER_SECOND} events/s",
+                    fmt_figure(figure),
+                    figure.median >= CREDITED_PER_SECOND,
+                )
+            )
     charge = report["parts"].get("charge")
     if charge:
         figure = charge["overhead"]
@@ -168,6 +184,10 @@ def _webhook_section(webhook: dict) -> list[str]:
             f"| {kind} | {fmt_figure(webhook['throughput'][kind])} | {fmt_figure(webhook['p50'][kind])} | "
             f"{fmt_figure(webhook['p99'][kind])} | {fmt_figure(ratio) if ratio else 'baseline'} |"
         )
+    credited = webhook.get("credited")
+    if credited is not None:
+        ratio = webhook["ratios"].get("credited")
+        lines.append(f"| credited (end to end) | {fmt_figure(credited)} | | | {fmt_figure(ratio) if ratio else ''} |")
     return [*lines, ""]
 
 

@@ -100,3 +100,21 @@ def gunicorn(log_dir: Path, *, workers: int = 4, extra_env: dict | None = None):
     ]
     with _process(args, env=env, ready_url=f"{base}/bench/trivial/", log=log_dir / "gunicorn.log", timeout=60):
         yield base
+
+
+@contextmanager
+def db_workers(log_dir: Path, *, count: int = 2, extra_env: dict | None = None):
+    """`count` task workers (`manage.py db_worker --no-reload`, as the Procfile's `worker` line runs
+    it) under the bench settings, on the bench database, stopped with SIGTERM when the block ends."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        with open(log_dir / "db_worker.log", "ab") as out:
+            for _ in range(count):
+                args = [sys.executable, "manage.py", "db_worker", "--no-reload"]
+                procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        yield procs
+    finally:
+        for proc in procs:
+            _stop(proc)

@@ -1,8 +1,12 @@
-"""The webhook endpoint through gunicorn (4 sync workers) against a trivial view on the same server.
+"""The webhook endpoint through gunicorn (4 sync workers) against a trivial view on the same server,
+with 2 task workers (`manage.py db_worker`, the Procfile's `worker` line) running throughout.
 
-- new:       signed `payment_intent.succeeded` events, each for its own pending Payment, so each
-             one stores its StripeEvent, locks and fulfils the payment and credits the ledger.
-- duplicate: the same events sent again: already processed, answered 200 without work.
+- new:       signed `payment_intent.succeeded` events, each for its own pending Payment: the
+             endpoint stores each one and acknowledges it (BILLING_WEBHOOKS_ASYNC, on with the
+             database task backend); the workers lock and fulfil the payments and credit the ledger.
+- credited:  the same new events end to end: events / seconds from the first send to the last
+             of their ledger entries (every payment credited, checked, within a deadline).
+- duplicate: the same events sent again once credited: answered 200 from one read, without work.
 - trivial:   POST /bench/trivial/ (bench.urls), same body and headers, same middleware: the
              cost of a request that does nothing, on the same server with the same client.
 
@@ -14,10 +18,13 @@ tolerance is 300 s).
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-from bench import http_load
+from bench import http_load, servers
 from bench.stats import Figure, percentile
 from billing.stripe_gateway import STRIPE_API_VERSION
 from testbed.signing import stripe_signature
@@ -35,6 +42,8 @@ FULL = Plan(runs=5, events=1000)
 SMOKE = Plan(runs=2, events=40)
 
 KINDS = ("new", "duplicate", "trivial")
+WORKERS = int(os.environ.get("BENCH_WEBHOOK_WORKERS", "2"))
+CREDIT_DEADLINE = 300.0  # seconds for every new event of a run to be credited
 
 
 def make_payments(count: int, run_index: int) -> list[dict]:
@@ -90,18 +99,23 @@ def event_body(payment: dict, run_index: int) -> bytes:
     return json.dumps(event).encode()
 
 
-def run(plan: Plan, base_url: str, log) -> dict:
+def run(plan: Plan, base_url: str, log, *, log_dir: Path) -> dict:
+    with servers.db_workers(log_dir, count=WORKERS):
+        return _run(plan, base_url, log)
+
+
+def _run(plan: Plan, base_url: str, log) -> dict:
     from django.conf import settings
 
     from bench.fill import fill
-    from billing.models import Payment
 
     fill(users=200, entries_per_user=0, prefix="webhook")
     secret = settings.STRIPE_WEBHOOK_SECRET
     throughput = {k: Figure(f"webhook {k}", "req/s") for k in KINDS}
     p50 = {k: Figure(f"webhook {k} p50", "ms") for k in KINDS}
     p99 = {k: Figure(f"webhook {k} p99", "ms") for k in KINDS}
-    ratios = {k: Figure(f"webhook {k}/trivial", "x") for k in ("new", "duplicate")}
+    ratios = {k: Figure(f"webhook {k}/trivial", "x") for k in ("new", "duplicate", "credited")}
+    credited_rate = Figure("webhook credited end to end", "events/s")
     for run_index in range(plan.runs):
         payments = make_payments(plan.events, run_index)
         bodies = [event_body(p, run_index) for p in payments]
@@ -119,6 +133,7 @@ def run(plan: Plan, base_url: str, log) -> dict:
                 )
                 for body in bodies
             ]
+            started = datetime.now(UTC)
             result = http_load.run(base_url, requests, processes=plan.processes, threads=plan.threads)
             if set(result.statuses) != {200}:
                 raise RuntimeError(f"webhook bench {kind}: unexpected answers {result.statuses}")
@@ -126,15 +141,34 @@ def run(plan: Plan, base_url: str, log) -> dict:
             throughput[kind].add(result.throughput)
             p50[kind].add(percentile(result.latencies, 50) * 1000)
             p99[kind].add(percentile(result.latencies, 99) * 1000)
-        for kind in ("new", "duplicate"):
+            if kind == "new":
+                seconds = _wait_until_credited(run_index, plan.events) - started
+                measured["credited"] = plan.events / seconds.total_seconds()
+                credited_rate.add(measured["credited"])
+        for kind in ("new", "duplicate", "credited"):
             ratios[kind].add(measured[kind] / measured["trivial"])
-        credited = Payment.objects.filter(
-            stripe_payment_intent_id__startswith=f"pi_bench_{run_index}_", status=Payment.Status.SUCCEEDED
-        ).count()
-        if credited != plan.events:
-            raise RuntimeError(f"webhook bench: {credited} of {plan.events} payments credited")
         log(
             f"webhook run {run_index + 1}/{plan.runs}: "
             + ", ".join(f"{k} {measured[k]:,.0f} req/s p50 {p50[k].runs[-1]:.1f} ms" for k in KINDS)
+            + f", credited end to end {measured['credited']:,.0f} events/s"
         )
-    return {"throughput": throughput, "p50": p50, "p99": p99, "ratios": ratios}
+    return {"throughput": throughput, "p50": p50, "p99": p99, "ratios": ratios, "credited": credited_rate}
+
+
+def _wait_until_credited(run_index: int, count: int) -> datetime:
+    """Poll until every payment of the run is credited (deadline: CREDIT_DEADLINE); returns when
+    the last of their purchase entries was written."""
+    from django.db.models import Max
+
+    from billing.models import LedgerEntry, Payment
+
+    payments = Payment.objects.filter(stripe_payment_intent_id__startswith=f"pi_bench_{run_index}_")
+    deadline = time.monotonic() + CREDIT_DEADLINE
+    while (credited := payments.filter(status=Payment.Status.SUCCEEDED).count()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"webhook bench: {credited} of {count} payments credited after {CREDIT_DEADLINE:.0f} s")
+        time.sleep(0.02)
+    entries = LedgerEntry.objects.filter(payment__in=payments, kind=LedgerEntry.Kind.PURCHASE)
+    if entries.count() != count:
+        raise RuntimeError(f"webhook bench: {entries.count()} purchase entries for {count} payments")
+    return entries.aggregate(last=Max("created_at"))["last"]

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, object] = {
     # Credits every new user is given: "<credits>" (never expire) or "<credits>/<days>d"
     # (promotional, valid that many days), e.g. "3/30d"; None: no sign-up bonus (check E014).
     "BILLING_SIGNUP_GRANT": None,
+    # Webhook events: True stores and acknowledges each one, and a task worker does its work;
+    # False does the work in the request; None: True when TASKS' default backend has a worker
+    # (anything but django-tasks' immediate and dummy backends). docs/INSTALL.md "Webhooks".
+    "BILLING_WEBHOOKS_ASYNC": None,
     # Django's own settings billing reads, with Django's defaults.
     "AUTH_USER_MODEL": "auth.User",
     "LOGOUT_REDIRECT_URL": None,

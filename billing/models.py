@@ -589,6 +589,7 @@ class StripeEvent(models.Model):
     """Every webhook event Stripe sent, stored once by its id, with what became of it."""
 
     class Status(models.TextChoices):
+        # Stored and acknowledged, its work not done yet (a worker runs it: billing.webhooks.queue).
         RECEIVED = "received"
         PROCESSED = "processed"
         IGNORED = "ignored"
@@ -606,6 +607,9 @@ class StripeEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # A failed event run by a worker is tried again from then on (backoff); null: not again by
+    # itself (Stripe redelivers it, or staff run it from the admin).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]

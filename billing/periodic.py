@@ -41,6 +41,9 @@ PERIODIC = (
     # Asks Stripe about every open payment of the last days: often enough to settle a missed
     # webhook soon, rarely enough not to spend Stripe's rate limit.
     Job("reconcile_payments", tasks.reconcile_payments_task, timedelta(minutes=10)),
+    # Webhook events stored but not processed: their task was lost, or a failed one is due for a
+    # retry (billing.webhooks.queue). New events wake a task themselves; this is the safety net.
+    Job("process_webhook_events", tasks.process_webhook_events_task, timedelta(minutes=1)),
     Job("clean_idempotent_requests", tasks.clean_idempotent_requests_task, timedelta(hours=1)),
     # The rate limit's ended windows: the charge endpoint only counts, it never cleans.
     Job("clean_rate_limit_counters", tasks.clean_rate_limit_counters_task, timedelta(minutes=10)),

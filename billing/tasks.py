@@ -24,6 +24,7 @@ from django_tasks import task
 from billing import abandoned, autorecharge, ledger, notices, ratelimit, reconcile
 from billing.exceptions import StripeUnavailable
 from billing.models import Hold, IdempotentRequest
+from billing.webhooks import queue as webhooks_queue
 
 # How long a finished request's answer is kept for a repeat with the same Idempotency-Key.
 IDEMPOTENT_REQUEST_KEEP = timedelta(hours=24)
@@ -114,3 +115,8 @@ def send_overdue_notices_task() -> int:
     """Send the notices whose enqueue was lost (still unsent minutes after their payment's fact
     committed). Returns the emails sent."""
     return sum(notices.send_payment_notices(payment_id) for payment_id in notices.overdue_payment_ids())
+
+
+# Defined beside the webhook store it drains (billing.webhooks.queue), which enqueues it; named
+# here with the rest of billing's background work.
+process_webhook_events_task = webhooks_queue.process_webhook_events_task

@@ -9,7 +9,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_bool(name: str, default: bool) -> bool:
+def env_bool(name: str, default: bool | None) -> bool | None:
     raw = os.environ.get(name)
     if raw is None:
         return default

@@ -241,6 +241,9 @@ BILLING_SELLER_NAME = os.environ.get("BILLING_SELLER_NAME", "").strip() or "Emai
 BILLING_RECEIPT_EMAILS = env_bool("BILLING_RECEIPT_EMAILS", True)
 # Credits each new user gets: "5" (never expire) or "3/30d" (valid 30 days); unset: none.
 BILLING_SIGNUP_GRANT = os.environ.get("BILLING_SIGNUP_GRANT", "").strip() or None
+# Stripe events acknowledged at once and credited by the task worker (the Procfile's `worker`);
+# 0 credits them in the request, for a deployment that runs no worker. Unset: on (TASKS has a worker).
+BILLING_WEBHOOKS_ASYNC = env_bool("BILLING_WEBHOOKS_ASYNC", None)
 
 # --- security: strict only where HTTPS exists (DEBUG off) ---------------------------------
 # The Content-Security-Policy core/middleware.py sends (Django 6's setting name and shape; billing's

@@ -46,12 +46,14 @@ from reliability.harness import (
 from reliability.servers import (
     AppServer,
     LocalStripe,
+    TaskWorker,
     deliver,
     free_port,
     procfile_timeout,
     scan_logs,
     server_env,
     signed_in_browsers,
+    wait_for_webhook_events,
 )
 from testbed.faultproxy import FaultyStripe
 
@@ -85,15 +87,18 @@ class Lab:
         )
         # What reconcile_payments runs with once Stripe is back: the real (local) Stripe.
         self.back_env = server_env(url, self.stripe.base)
+        # Processes the webhook events the servers acknowledge, as the Procfile's worker does.
+        self.task_worker = TaskWorker("task-worker", self.back_env, logs / "task-worker.log")
         self.users = 0
 
     def start(self):
         self.faulty.start()
         self.cut_off.start()
         self.as_deployed.start()
+        self.task_worker.start()
 
     def stop(self):
-        for server in (self.faulty, self.cut_off, self.as_deployed):
+        for server in (self.faulty, self.cut_off, self.as_deployed, self.task_worker):
             server.stop()
         self.proxy.stop()
         self.stripe.stop()
@@ -322,6 +327,7 @@ def run_case(lab: Lab, name: str) -> dict:
     event = succeeded_event(lab, payment_id) if payment_id else None
     if event is not None:
         first, second = deliver(lab.faulty.url, event), deliver(lab.faulty.url, event)
+        wait_for_webhook_events()  # acknowledged: the task worker credits it
         restored["webhook"] = (
             f"HTTP {first.status} {message_of(first)}; again: HTTP {second.status} {message_of(second)}"
         )

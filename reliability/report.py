@@ -245,7 +245,9 @@ def _two_servers(r: dict) -> list[str]:
         "server, the challenge at localstripe, confirm on a random server), 10 % declined. Meanwhile a deliverer "
         f"polls localstripe's events and sends {s['copies of each webhook event']} shuffled copies of each "
         "`payment_intent` event, signed with the servers' webhook secret, to both servers concurrently, so the "
-        "webhook races the charge and confirm requests for the same payments.",
+        "webhook races the charge and confirm requests for the same payments. The servers acknowledge each event "
+        "and a task worker beside each (`manage.py db_worker`) credits it; the checks wait, with a deadline, until "
+        "no stored event is left unprocessed.",
         "",
     ]
     out += _table(["Requests (endpoint, HTTP status)", "Count"], [[k, _n(v)] for k, v in r["requests"].items()])

@@ -116,6 +116,62 @@ class AppServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+@dataclass
+class TaskWorker:
+    """`manage.py db_worker` (the Procfile's `worker` line) on the scenario's database: acknowledged
+    webhook events are processed by it, as in production."""
+
+    name: str
+    env: dict
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    log_file: object = field(default=None, repr=False)
+
+    def start(self) -> TaskWorker:
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "db_worker", "--no-reload", "--interval", "0.2"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log(f"{self.name} (task worker) started")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_for_webhook_events(*, timeout: float = 120) -> int:
+    """Wait (with a deadline) until no stored webhook event is left for a worker to process;
+    returns how many were stored then. Failed events count as done: the verdicts look at them."""
+    from django.db import connection
+
+    from billing.models import StripeEvent
+
+    def settled():
+        waiting = StripeEvent.objects.filter(status=StripeEvent.Status.RECEIVED).exists()
+        connection.close()
+        return not waiting
+
+    wait_until(settled, timeout=timeout, interval=0.2, what="the task workers to process the webhook events")
+    return StripeEvent.objects.count()
+
+
 def procfile_timeout() -> int:
     """The web worker timeout the Procfile gives gunicorn (its WEB_TIMEOUT default)."""
     procfile = (ROOT / "Procfile").read_text()

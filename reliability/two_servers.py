@@ -7,11 +7,13 @@ with a card that succeeds at once, some through 3-D Secure (charge on one server
 at localstripe, confirm on a random server), some declined. While that runs, a deliverer polls
 localstripe's events and sends 5 copies of each payment_intent event, shuffled, to both servers
 concurrently, so webhooks race the charge and confirm requests that settle the same payments.
+The servers acknowledge the events; a task worker beside each (`manage.py db_worker`, as the
+Procfile deploys it) credits them, and the checks wait (with a deadline) until none is left.
 
 Pass: every request got an answer (no timeout, no reset, no 5xx); every payment Stripe says
 succeeded is credited exactly once (one purchase entry, the pack's credits), none other is;
 every balance is 5 x its succeeded payments and audit_credits is clean; each event is stored
-once; both servers served traffic; no traceback and no secret in either server's log.
+once; both servers served traffic; no traceback and no secret in any server's or worker's log.
 
     python -m reliability.two_servers --size smoke|full
 """
@@ -33,12 +35,14 @@ from reliability.servers import (
     WEBHOOK_SECRET,
     AppServer,
     LocalStripe,
+    TaskWorker,
     call,
     deliver,
     free_port,
     scan_logs,
     server_env,
     signed_in_browsers,
+    wait_for_webhook_events,
 )
 
 VISA, THREE_D_SECURE, DECLINED = "4242424242424242", "4000002500003155", "4000000000000341"
@@ -87,9 +91,12 @@ def run(size: Size) -> dict:
     servers = [
         AppServer(name, free_port(), sizes["workers"], env, logs / f"{name}.log") for name in ("server-a", "server-b")
     ]
+    # One task worker beside each server, as the Procfile deploys them: the servers acknowledge
+    # webhook events, the workers credit them.
+    task_workers = [TaskWorker(f"worker-{name[-1]}", env, logs / f"worker-{name[-1]}.log") for name in ("a", "b")]
     try:
-        for server in servers:
-            server.start()
+        for process in (*servers, *task_workers):
+            process.start()
         browsers = signed_in_browsers([f"buyer{i}@example.com" for i in range(sizes["users"])])
         hammer = signed_in_browsers(["card-tester@example.com"])[0]
         replayer = signed_in_browsers(["key-replayer@example.com"])[0]
@@ -97,9 +104,10 @@ def run(size: Size) -> dict:
         result = _traffic(sizes, servers, stripe, browsers)
         result["rate_limit"] = _burst(servers, hammer)
         result["replayed_key"] = _replay_attack(servers, replayer)
+        wait_for_webhook_events()
     finally:
-        for server in servers:
-            server.stop()
+        for process in (*servers, *task_workers):
+            process.stop()
     result.update(_verify(stripe, browsers, result))
     stripe.stop()
     secrets_to_find = {
@@ -107,7 +115,7 @@ def run(size: Size) -> dict:
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "SECRET_KEY": env["SECRET_KEY"],
     }
-    result["logs"] = {server.name: scan_logs(server.log_text(), secrets_to_find) for server in servers}
+    result["logs"] = {p.name: scan_logs(p.log_text(), secrets_to_find) for p in (*servers, *task_workers)}
     verdicts = result["verdicts"]
     limit = result["rate_limit"]
     verdicts[f"one user's {BURST} charges at once across both servers: exactly {RATE_LIMIT[0]} let through"] = (
@@ -118,7 +126,7 @@ def run(size: Size) -> dict:
         replay["spends"] == 1 and replay["balance"] == 0 and replay["same_answer"] and replay["fresh_key_refused"]
     )
     verdicts["both servers served traffic"] = all(result["requests_per_server"].get(s.name, 0) > 0 for s in servers)
-    verdicts["no traceback and no secret in the servers' logs"] = all(
+    verdicts["no traceback and no secret in the servers' and workers' logs"] = all(
         not v["tracebacks"] and not v["secrets_found"] for v in result["logs"].values()
     )
     result["passed"] = all(verdicts.values())

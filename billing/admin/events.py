@@ -1,4 +1,5 @@
-"""Stripe webhook events, read-only: failed or held ones can be run again (an action)."""
+"""Stripe webhook events, read-only: failed or held ones can be run again (an action). The list warns
+about held events, and about failed ones the worker has stopped retrying."""
 
 import json
 
@@ -10,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from billing.admin.common import REPROCESS_PERMISSION, ReadOnlyAdmin
 from billing.models import StripeEvent
 from billing.webhooks import reprocess_event
+from billing.webhooks.queue import webhooks_async
 
 
 @admin.register(StripeEvent)
@@ -28,6 +30,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
         "attempts",
         "received_at",
         "processed_at",
+        "next_attempt_at",
         "pretty_payload",
     ]
     readonly_fields = fields
@@ -48,6 +51,22 @@ class StripeEventAdmin(ReadOnlyAdmin):
                     ),
                     urlencode({"status__exact": StripeEvent.Status.HELD}),
                     _("Show held events"),
+                ),
+            )
+        # A worker retries a failed event with backoff (billing.webhooks.queue), then stops: from
+        # then on only staff run it, and Stripe will not send it again either (it was answered 200).
+        given_up = StripeEvent.objects.filter(status=StripeEvent.Status.FAILED, next_attempt_at__isnull=True)
+        if webhooks_async() and given_up.exists():
+            messages.error(
+                request,
+                format_html(
+                    '{} <a href="?{}">{}</a>',
+                    _(
+                        "Some Stripe events failed and will not be retried automatically: read each one's "
+                        "error, fix the cause, then run it with the reprocess action."
+                    ),
+                    urlencode({"status__exact": StripeEvent.Status.FAILED}),
+                    _("Show failed events"),
                 ),
             )
         return super().changelist_view(request, extra_context)

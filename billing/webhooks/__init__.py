@@ -3,15 +3,23 @@
 - `endpoint`: the view (`stripe_webhook`): body size, signature, shape, the duplicate fast path.
 - `store`: the event store (`receive_event`, `reprocess_event`, `final_status`): one transaction
   per event, the API version check, what to ask Stripe before it.
+- `queue`: the acknowledged mode: `accept_event` (the one-statement store), the batch task.
 - `registry`: `@handles("event.type", wants_charge=...)`, which the handler modules use at import.
 - `payments`, `refunds`, `disputes`: the handlers, by what they are about; `matching` finds our
   payment behind an event. A new kind of event gets a handler in a module of its own, imported
   below, without touching the dispatcher.
 
-`POST /billing/webhook/` answers 2xx only once the event's work has committed, so an answer of
-200 means "done, never send it again" and anything else makes Stripe deliver it again later.
+Two modes (`queue.webhooks_async`, the setting BILLING_WEBHOOKS_ASYNC; docs/DESIGN.md,
+"Webhooks: acknowledge, then process"):
 
-How each delivery is handled:
+- With a task worker, `POST /billing/webhook/` stores the event in one statement and answers 200
+  at once; `queue` runs it on the worker, in batches, retries it with backoff when it fails, and
+  `billing_periodic` sweeps up any whose task was lost. 200 means "stored, never send it again".
+- Without one, the endpoint answers 2xx only once the event's work has committed, so an answer
+  of 200 means "done, never send it again" and anything else makes Stripe deliver it again later.
+
+How each delivery is handled in the second mode (the first stores it the same way, and runs the
+same handlers, with the same outcomes, on the worker):
 
 - The signature is checked on the raw body (Stripe's 300 s tolerance) by
   `stripe_gateway.construct_event`. A bad signature, a body that is not a JSON event, or an

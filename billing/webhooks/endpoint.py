@@ -1,5 +1,7 @@
-"""`POST /billing/webhook/`: the door. Checks the body's size, signature and shape, answers a
-redelivery of a finished event from one read, and hands a new event to the event store."""
+"""`POST /billing/webhook/`: the door. Checks the body's size, signature and shape, then either
+stores the event and answers at once, a worker doing its work (`queue.accept_event`, when
+BILLING_WEBHOOKS_ASYNC), or answers a redelivery of a finished event from one read and hands a
+new event to the event store, which does its work before the answer."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from django.views.decorators.http import require_POST
 from billing import stripe_gateway
 from billing.exceptions import WebhookSignatureError
 from billing.models import StripeEvent
-from billing.webhooks.store import final_status, receive_event
+from billing.webhooks import queue
+from billing.webhooks.store import final_status, logger, receive_event
 
 
 @csrf_exempt
@@ -37,6 +40,13 @@ def stripe_webhook(request):
     status = final_status(event["id"])
     if status is not None:
         return JsonResponse({"received": True, "status": status, "duplicate": True})
+    if queue.webhooks_async():
+        try:
+            status, duplicate = queue.accept_event(event, body)
+        except Exception:  # the database refused or is gone: not stored, so Stripe must send it again
+            logger.exception("stripe event %s could not be stored", event["id"])
+            return _error("The event could not be stored; it will be retried.", HTTPStatus.SERVICE_UNAVAILABLE)
+        return JsonResponse({"received": True, "status": status, "duplicate": duplicate})
     record, duplicate = receive_event(event)
     if record.status == StripeEvent.Status.FAILED:
         # The details are in the admin; Stripe only needs to know it should try again.

@@ -66,7 +66,7 @@ def receive_event(event: dict) -> tuple[StripeEvent, bool]:
             if held_because:
                 _hold(record, held_because)
             else:
-                _run(record, found)
+                run_handler(record, found)
             return record, False
     except Exception as exc:
         return _record_failure(event["id"], event["type"], event, exc), False
@@ -85,7 +85,7 @@ def reprocess_event(record: StripeEvent) -> tuple[StripeEvent, bool]:
             locked = StripeEvent.objects.select_for_update().get(pk=record.pk)
             if locked.status not in (Status.FAILED, Status.HELD):
                 return locked, False
-            _run(locked, found)
+            run_handler(locked, found)
             return locked, True
     except Exception as exc:
         return _record_failure(record.event_id, record.type, record.payload, exc), True
@@ -104,7 +104,8 @@ def version_mismatch(event: dict) -> str:
     return f"API version {shown[:100]}, expected {stripe_gateway.STRIPE_API_VERSION}"
 
 
-def _api_version(event: dict) -> str:
+def api_version(event: dict) -> str:
+    """The event's `api_version` as stored: "" when missing or too long for the column."""
     version = event.get("api_version")
     return version if isinstance(version, str) and len(version) <= API_VERSION_LENGTH else ""
 
@@ -114,7 +115,7 @@ def _claim(event: dict) -> StripeEvent:
     try:
         with transaction.atomic():
             return StripeEvent.objects.create(
-                event_id=event["id"], type=event["type"], api_version=_api_version(event), payload=event
+                event_id=event["id"], type=event["type"], api_version=api_version(event), payload=event
             )
     except IntegrityError:
         # Only `event_id` is unique: a delivery before this one committed it. The lock makes
@@ -122,19 +123,25 @@ def _claim(event: dict) -> StripeEvent:
         return StripeEvent.objects.select_for_update().get(event_id=event["id"])
 
 
-def _run(record: StripeEvent, found: Found) -> None:
-    handler = HANDLERS.get(record.type)
+def run_handler(record: StripeEvent, found: Found) -> None:
+    """Run the event's handler and save its outcome (processed or ignored), in the caller's
+    transaction; a failure propagates, for the caller to roll back and record."""
+    record.status, record.error = dispatch(record.type, record.payload, found)
     record.attempts += 1
-    if handler is None:
-        record.status, record.error = Status.IGNORED, f"no handler for {record.type}"
-    else:
-        try:
-            handler(record.payload["data"]["object"], found)
-        except (NotOurs, NoEffect) as exc:
-            record.status, record.error = Status.IGNORED, str(exc)
-        else:
-            record.status, record.error = Status.PROCESSED, ""
     _save_outcome(record)
+
+
+def dispatch(event_type: str, payload: dict, found: Found) -> tuple[str, str]:
+    """Run the handler registered for `event_type`; returns the outcome (status, why) to store.
+    A failure propagates: the caller rolls the handler's work back and records it."""
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return Status.IGNORED, f"no handler for {event_type}"
+    try:
+        handler(payload["data"]["object"], found)
+    except (NotOurs, NoEffect) as exc:
+        return Status.IGNORED, str(exc)
+    return Status.PROCESSED, ""
 
 
 def _hold(record: StripeEvent, why: str) -> None:
@@ -152,16 +159,15 @@ def _record_failure(event_id: str, event_type: str, payload: dict, exc: Exceptio
     """Store that the event failed, after its work was rolled back. A concurrent delivery that
     succeeded meanwhile wins: a processed event is never marked failed."""
     logger.exception("stripe event %s (%s) failed", event_id, event_type)
-    error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+    error = error_text(exc)
     with transaction.atomic(durable=True):
         if isinstance(exc, CreditingRefused):
-            # The flag was written inside the event's transaction, which rolled back: keep it.
-            fulfilment.flag_for_attention(exc.payment_id, exc.why)
+            flag_for_attention(exc)
         record, created = StripeEvent.objects.get_or_create(
             event_id=event_id,
             defaults={
                 "type": event_type,
-                "api_version": _api_version(payload),
+                "api_version": api_version(payload),
                 "payload": payload,
                 "status": Status.FAILED,
                 "error": error,
@@ -174,6 +180,15 @@ def _record_failure(event_id: str, event_type: str, payload: dict, exc: Exceptio
             )
             record.refresh_from_db()
     return record
+
+
+def error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+
+
+def flag_for_attention(exc: CreditingRefused) -> None:
+    """Keep the payment's flag for staff: it was written inside the event's work, which rolled back."""
+    fulfilment.flag_for_attention(exc.payment_id, exc.why)
 
 
 # --- asking Stripe what an event lacks, before its transaction -------------------------------
