@@ -24,7 +24,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import dateformat, timezone
 
+from billing import stripe_gateway
 from billing.conf import app_settings
+from billing.exceptions import InvalidPaymentRequest
 from billing.models import LedgerEntry, Payment, PaymentNotice
 from billing.templatetags.billing_money import money
 
@@ -36,12 +38,42 @@ RESEND_AFTER = timedelta(minutes=5)
 
 def send_payment_notices(payment_id: int) -> int:
     """Send the payment's unsent notices, each claimed first; returns the emails sent."""
+    if PaymentNotice.objects.filter(payment_id=payment_id, sent_at__isnull=True).exists():
+        learn_card(payment_id)
     sent = 0
     for notice_id in PaymentNotice.objects.filter(payment_id=payment_id, sent_at__isnull=True).values_list(
         "pk", flat=True
     ):
         sent += send_notice(notice_id)
     return sent
+
+
+def learn_card(payment_id: int) -> None:
+    """Record the card of a payment credited without knowing it, before its receipt names it.
+
+    A payment credited from a webhook event knows no card: the event's PaymentIntent names its
+    charge by id only. Stripe is asked here, in the background, never on the crediting path (the
+    intent with its latest charge expanded). Stripe unreachable raises, so the notices stay unsent
+    and `billing_periodic` tries again; an intent Stripe does not know leaves the card blank.
+    """
+    intent_id = (
+        Payment.objects.filter(pk=payment_id, card_last4="", stripe_payment_intent_id__isnull=False)
+        .values_list("stripe_payment_intent_id", flat=True)
+        .first()
+    )
+    if not intent_id:
+        return
+    try:
+        intent = stripe_gateway.retrieve_payment_intent(intent_id)
+    except InvalidPaymentRequest as exc:
+        logger.warning(
+            "payment %s: Stripe does not know %s (%s); its receipt names no card", payment_id, intent_id, exc
+        )
+        return
+    if intent.card_last4:
+        Payment.objects.filter(pk=payment_id, card_last4="").update(
+            card_brand=intent.card_brand, card_last4=intent.card_last4, updated_at=timezone.now()
+        )
 
 
 def send_notice(notice_id: int) -> int:

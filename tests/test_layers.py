@@ -34,7 +34,7 @@ ALLOWED = {
     "reconcile": CORE | {"fulfilment"},
     "abandoned": CORE | {"fulfilment"},
     "webhooks": CORE | {"fulfilment"},
-    "notices": {"conf", "models", "templatetags.billing_money"},
+    "notices": {"conf", "exceptions", "models", "stripe_gateway", "templatetags.billing_money"},
     "selectors": {"conf", "models"},
     "pages": {"conf", "models"},
     "ratelimit": {"conf", "models"},

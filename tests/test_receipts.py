@@ -93,7 +93,8 @@ def test_a_declined_card_is_recorded_on_the_failed_payment(localstripe, signed_i
     assert (payment.status, payment.card_brand, payment.card_last4) == ("failed", "visa", "0341")
 
 
-def test_the_webhook_records_the_card_of_a_payment_it_credits(localstripe, client, user):
+@emails
+def test_the_webhook_credits_at_once_and_the_receipt_asks_stripe_for_the_card(localstripe, client, user):
     payment = pending_payment(user)
     intent = intent_for(payment, "pm_card_mastercard")
     Payment.objects.filter(pk=payment.pk).update(stripe_payment_intent_id=intent.id)
@@ -106,15 +107,22 @@ def test_the_webhook_records_the_card_of_a_payment_it_credits(localstripe, clien
     assert response.status_code == HTTPStatus.OK, response.content
     payment.refresh_from_db()
     assert payment.status == Payment.Status.SUCCEEDED
+    # The credit did not wait for Stripe; the receipt's task asked for the card before naming it.
     assert (payment.card_brand, payment.card_last4) == ("mastercard", "4444")
+    [receipt] = receipts_to(user.email)
+    assert "4444" in receipt.body
 
 
-def test_the_webhook_credits_without_the_card_when_stripe_cannot_be_asked(client, user):
-    payment = events.make_payment(user)  # its charge is unknown to any Stripe the tests reach
+@emails
+def test_the_webhook_credits_and_the_receipt_waits_while_stripe_cannot_be_asked(client, user):
+    payment = events.make_payment(user)  # its intent is unknown to any Stripe the tests reach
     response = events.post(client, events.intent_succeeded(payment))
     assert response.status_code == HTTPStatus.OK, response.content
     payment.refresh_from_db()
     assert (payment.status, payment.card_last4) == ("succeeded", "")
+    # Its receipt stays unsent for billing_periodic's next try, rather than going out without the card.
+    assert receipts_to(user.email) == []
+    assert PaymentNotice.objects.get(payment=payment).sent_at is None
 
 
 def test_reconcile_records_the_card(localstripe, user):

@@ -83,7 +83,8 @@ WITH p AS (
     FROM e
 ), n AS (
     INSERT INTO {notice} (payment_id, kind, refunded_through, amount, created_at)
-    SELECT %(payment_id)s, 'receipt', 0, %(receipt_amount)s::integer, %(now)s FROM e WHERE %(receipt_amount)s::integer IS NOT NULL
+    SELECT %(payment_id)s, 'receipt', 0, %(receipt_amount)s::integer, %(now)s
+    FROM e WHERE %(receipt_amount)s::integer IS NOT NULL
     ON CONFLICT DO NOTHING
 )
 SELECT e.id, e.profile_id, e.balance_after, u.held, u.next_expiry, u.next_hold_expiry FROM e, u

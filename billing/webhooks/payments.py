@@ -1,8 +1,9 @@
 """PaymentIntent events: a payment succeeded (credit it) or failed (say so).
 
-The card charged is recorded with the credit: an event's intent names its latest charge by id
-only, so when our payment does not know its card yet the charge is asked for (before the event's
-transaction; its payment_method_details.card). A failed intent's last error carries the card.
+The card charged is recorded with the credit when the event carries it. An event's intent names
+its latest charge by id only, so a payment credited here may not know its card: the receipt's task
+asks Stripe for it later (billing.notices.learn_card), so crediting never waits for Stripe. A
+failed intent's last error carries the card.
 """
 
 from __future__ import annotations
@@ -12,28 +13,15 @@ from billing.decline_messages import error_code
 from billing.exceptions import PaymentMismatch
 from billing.models import Payment
 from billing.stripe_gateway import intent_card
-from billing.webhooks.matching import charge_id, find_payment, stripe_id
-from billing.webhooks.registry import Found, NotOurs, UnknownPayment, handles
+from billing.webhooks.matching import find_payment, stripe_id
+from billing.webhooks.registry import Found, handles
 
 
-def _succeeded_wants_card(intent: dict) -> str | None:
-    if intent_card(intent)[1]:
-        return None  # the event carries it (an expanded charge)
-    try:
-        payment, _ = _payment_for_intent(intent)
-    except (NotOurs, UnknownPayment, PaymentMismatch):
-        return None  # the handler says why; nothing to ask Stripe
-    return None if payment.card_last4 else charge_id(intent.get("latest_charge"))
-
-
-# The credit never waits for the card: Stripe unreachable, the payment is credited without it.
-@handles("payment_intent.succeeded", wants_charge=_succeeded_wants_card, charge_optional=True)
+@handles("payment_intent.succeeded")
 def _intent_succeeded(intent: dict, found: Found) -> None:
     payment, intent_id = _payment_for_intent(intent)
     amount = intent.get("amount_received") or intent.get("amount")
-    card = intent_card(intent)
-    if not card[1] and found.charge is not None and found.charge.payment_intent == intent_id:
-        card = (found.charge.card_brand, found.charge.card_last4)
+    card = intent_card(intent)  # when the event carries it (an expanded charge); else the receipt asks
     fulfilment.fulfil_payment(
         payment, intent_id=intent_id, amount=amount, currency=intent.get("currency"), source="webhook", card=card
     )

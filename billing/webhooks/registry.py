@@ -45,15 +45,10 @@ ChargeWanted = Callable[[dict], str | None]
 
 HANDLERS: dict[str, Handler] = {}
 CHARGE_WANTED: dict[str, ChargeWanted] = {}
-CHARGE_OPTIONAL: set[str] = set()
 
 
-def handles(
-    *event_types: str, wants_charge: ChargeWanted | None = None, charge_optional: bool = False
-) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler of `event_types`. With `charge_optional`,
-    the handler can do without the charge: Stripe unreachable is then `Found.missing`, not a
-    failure of the event (the charge only adds details, such as the card a receipt shows)."""
+def handles(*event_types: str, wants_charge: ChargeWanted | None = None) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of `event_types`."""
 
     def register(handler: Handler) -> Handler:
         for event_type in event_types:
@@ -63,8 +58,6 @@ def handles(
             HANDLERS[event_type] = handler
             if wants_charge is not None:
                 CHARGE_WANTED[event_type] = wants_charge
-            if charge_optional:
-                CHARGE_OPTIONAL.add(event_type)
         return handler
 
     return register

@@ -10,9 +10,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import fulfilment, stripe_gateway
-from billing.exceptions import CreditingRefused, InvalidPaymentRequest, StripeUnavailable
+from billing.exceptions import CreditingRefused, InvalidPaymentRequest
 from billing.models import StripeEvent
-from billing.webhooks.registry import CHARGE_OPTIONAL, CHARGE_WANTED, HANDLERS, Found, NoEffect, NotOurs
+from billing.webhooks.registry import CHARGE_WANTED, HANDLERS, Found, NoEffect, NotOurs
 
 # The package's one logger, under the name projects' LOGGING settings already use.
 logger = logging.getLogger("billing.webhooks")
@@ -206,7 +206,3 @@ def look_up(event: dict) -> Found:
     except InvalidPaymentRequest as exc:
         # Our key cannot see it: not a charge of this Stripe account, so not one of ours.
         return Found(missing=f"Stripe does not know charge {charge_id}: {exc.user_message}")
-    except StripeUnavailable:
-        if event["type"] not in CHARGE_OPTIONAL:
-            raise
-        return Found(missing=f"Stripe could not be asked about charge {charge_id}")
