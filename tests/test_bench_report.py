@@ -31,14 +31,27 @@ def test_the_webhook_panel_shows_new_duplicate_and_trivial():
     assert shown.index("new") < shown.index("duplicate") < shown.index("trivial")
 
 
-def test_the_webhook_panel_takes_acknowledged_and_credited_rates_when_reported():
-    part = webhook_part(end_to_end={"credited end to end": rate("credited", 90)})
-    part["throughput"]["new acknowledged"] = rate("acknowledged", 400)
-    part["p50"]["new acknowledged"] = Figure("p50", "ms", [3.0])  # a latency, not a rate: left out
+def test_the_webhook_panel_shows_acknowledged_and_credited_when_events_are_credited_after_the_answer():
+    # As the webhook part reports it when task workers credit the events: "new" is then what the
+    # endpoint acknowledged, and the end-to-end rate sits beside the tables.
+    part = webhook_part(credited=Figure("webhook credited end to end", "events/s", [90.0, 95.0]))
+    part["p50"]["new"] = Figure("p50", "ms", [3.0])  # a latency, not a rate: left out
     shown = labels(report._chart({"parts": {"webhook": part}}))
-    assert "new" not in shown  # the same events, shown the two ways instead
-    assert shown.index("new acknowledged") < shown.index("credited end to end") < shown.index("duplicate")
-    assert "400" in shown and "90" in shown
+    assert "new" not in shown
+    assert (
+        shown.index("new acknowledged")
+        < shown.index("credited end to end")
+        < shown.index("duplicate")
+        < shown.index("trivial")
+    )
+    assert "92" in shown  # the median of the end-to-end rate
+
+
+def test_the_webhook_panel_takes_rates_under_the_names_the_task_names():
+    part = webhook_part(end_to_end={"credited_end_to_end": rate("credited", 90)})
+    part["throughput"]["new acknowledged"] = rate("acknowledged", 400)
+    shown = labels(report._chart({"parts": {"webhook": part}}))
+    assert shown.index("new acknowledged") < shown.index("credited end to end") < shown.index("new")
 
 
 def test_no_chart_without_ledger_or_webhook_figures():
