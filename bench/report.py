@@ -399,3 +399,24 @@ def _changes_section(rows: list) -> list[str]:
         if met is False and what not in explained:
             lines.append(f"- **{what}**: {measured}, target {goal}, NOT met; bench/NOTES.md has what limits it.")
     return [*lines, ""]
+
+
+# --- raw results ----------------------------------------------------------------------------
+
+
+def to_json(report: dict) -> dict:
+    def convert(value):
+        if isinstance(value, Figure):
+            return value.as_dict()
+        if isinstance(value, dict):
+            return {_key(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+
+    def _key(key):
+        if isinstance(key, tuple):
+            return " | ".join(getattr(k, "label", str(k)) for k in key)
+        return str(key)
+
+    return convert(report)

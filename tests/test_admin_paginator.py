@@ -8,6 +8,7 @@ from http import HTTPStatus
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from billing.admin.paginator import EstimatedCount, LargeTablePaginator
@@ -107,9 +108,20 @@ def test_few_matching_rows_of_a_large_table_are_counted_exactly(client, superuse
 
 
 @postgres_only
+def test_a_cheap_count_is_one_query(large_from_100, ledger_of):
+    owner = ledger_of(300)
+    found = LedgerEntry.objects.filter(profile__user_id=owner.pk, kind=LedgerEntry.Kind.SPEND)
+    with CaptureQueriesContext(connection) as queries:
+        assert count(found) == 1
+    # The table's size, the plan, the count: no transaction or timeout around it.
+    assert [q["sql"].split()[0] for q in queries] == ["SELECT", "EXPLAIN", "SELECT"]
+
+
+@postgres_only
 def test_a_count_past_its_timeout_gives_way_to_the_estimate(large_from_100, monkeypatch, ledger_of):
     ledger_of(300)
     monkeypatch.setattr(LargeTablePaginator, "estimate_above", 10**9)
+    monkeypatch.setattr(LargeTablePaginator, "cheap_count_cost", 0)  # every count is "expensive"
     monkeypatch.setattr(LargeTablePaginator, "count_timeout_ms", 20)
     # 301 rows at a millisecond each: the count needs 300 ms, and is cancelled at 20.
     slow = LedgerEntry.objects.extra(where=["pg_sleep(0.001) IS NOT NULL"])
@@ -124,6 +136,7 @@ def test_a_count_past_its_timeout_gives_way_to_the_estimate(large_from_100, monk
 @postgres_only
 def test_the_timeout_is_put_back_after_an_exact_count(large_from_100, monkeypatch, ledger_of):
     ledger_of(300)
+    monkeypatch.setattr(LargeTablePaginator, "cheap_count_cost", 0)
     with connection.cursor() as cursor:
         cursor.execute("SET statement_timeout = '7s'")
     try:
