@@ -17,7 +17,10 @@ def rate(name, *runs):
 
 def webhook_part(**extra):
     kinds = {"new": rate("new", 60, 70), "duplicate": rate("duplicate", 200, 220), "trivial": rate("trivial", 300)}
-    return {"throughput": kinds, "p50": {}, "p99": {}, "ratios": {}, **extra}
+    p50 = {kind: Figure(f"{kind} p50", "ms", [5.0]) for kind in kinds}
+    p99 = {kind: Figure(f"{kind} p99", "ms", [9.0]) for kind in kinds}
+    ratios = {kind: Figure(f"{kind}/trivial", "x", [0.5]) for kind in ("new", "duplicate")}
+    return {"throughput": kinds, "p50": p50, "p99": p99, "ratios": ratios, **extra}
 
 
 def labels(svg: str) -> list[str]:
@@ -35,7 +38,7 @@ def test_the_webhook_panel_shows_acknowledged_and_credited_when_events_are_credi
     # As the webhook part reports it when task workers credit the events: "new" is then what the
     # endpoint acknowledged, and the end-to-end rate sits beside the tables.
     part = webhook_part(credited=Figure("webhook credited end to end", "events/s", [90.0, 95.0]))
-    part["p50"]["new"] = Figure("p50", "ms", [3.0])  # a latency, not a rate: left out
+    part["extra latencies"] = {"new": Figure("p50", "ms", [3.0])}  # latencies, not rates: left out
     shown = labels(report._chart({"parts": {"webhook": part}}))
     assert "new" not in shown
     assert (
@@ -74,3 +77,22 @@ def test_the_changes_section_groups_targets_and_names_each_miss():
     )
     assert "**charge overhead beyond Stripe, p50**: 27 ms, target < 10 ms, NOT met" in text
     assert "webhook duplicates" not in text  # met, and nothing to explain
+
+
+def test_a_report_is_written_with_its_chart_and_raw_results(tmp_path):
+    import json
+
+    result = {
+        "smoke": True,
+        "started": "now",
+        "seconds": 1.0,
+        "machine": {"CPU": "test"},
+        "parts": {"webhook": webhook_part()},
+        "errors": {},
+    }
+    written = report.write(result, tmp_path / "BENCHMARKS.md")
+    assert [path.name for path in written] == ["BENCHMARKS.md", report.CHART_NAME]
+    document = written[0].read_text()
+    assert f"![Webhook throughput]({report.CHART_NAME})" in document
+    assert "## What was changed for these figures, and what limits them" in document
+    assert json.loads(json.dumps(report.to_json(result), default=str))["parts"]["webhook"]["throughput"]["new"]
