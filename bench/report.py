@@ -396,7 +396,8 @@ def _changes_section(rows: list) -> list[str]:
         explained.update(row[0] for row in matched)
         missed = [f"{what}: {measured}" for what, _, measured, met in matched if met is False]
         verdict = f"{len(missed)} of {len(matched)} NOT met ({'; '.join(missed)})" if missed else "met"
-        lines.append(f"- **{title}** ({len(matched)} targets, {verdict}): {why}")
+        counted = f"{len(matched)} target{'s' if len(matched) != 1 else ''}"
+        lines.append(f"- **{title}** ({counted}, {verdict}): {why}")
     for what, goal, measured, met in rows:
         if met is False and what not in explained:
             lines.append(f"- **{what}**: {measured}, target {goal}, NOT met; bench/NOTES.md has what limits it.")
