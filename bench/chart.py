@@ -86,3 +86,83 @@ def line_chart(title: str, x_label: str, y_label: str, series: list[Series], *, 
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+@dataclass
+class Bar:
+    label: str
+    color: str
+    median: float
+    low: float
+    high: float
+
+
+def bar_chart(title: str, y_label: str, bars: list[Bar], *, width=790, height=360, note: str = "") -> str:
+    """One bar per measured quantity (the median), with a line from the slowest to the fastest run."""
+    left, right, top, bottom = 80, 40, 50, 70
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y_max = max((b.high for b in bars), default=1.0) or 1.0
+    step = _nice_step(y_max * 1.05)
+    y_top = step * math.ceil(y_max * 1.05 / step)
+
+    def py(y: float) -> float:
+        return top + plot_h - y / y_top * plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="28" font-size="15" font-weight="bold">{escape(title)}</text>',
+    ]
+    y = 0.0
+    while y <= y_top + 1e-9:
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{left - 8}" y="{py(y) + 4:.1f}" text-anchor="end">{y:,.0f}</text>')
+        y += step
+    out.append(
+        f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#333"/>'
+        f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#333"/>'
+        f'<text transform="translate(20 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
+        f"{escape(y_label)}</text>"
+    )
+    slot = plot_w / max(len(bars), 1)
+    for index, bar in enumerate(bars):
+        x = left + slot * index + slot * 0.2
+        w = slot * 0.6
+        centre = x + w / 2
+        out.append(
+            f'<rect x="{x:.1f}" y="{py(bar.median):.1f}" width="{w:.1f}" height="{top + plot_h - py(bar.median):.1f}" '
+            f'fill="{bar.color}" fill-opacity="0.8"/>'
+            f'<line x1="{centre:.1f}" x2="{centre:.1f}" y1="{py(bar.low):.1f}" y2="{py(bar.high):.1f}" '
+            'stroke="#222" stroke-width="1.5"/>'
+            f'<text x="{centre:.1f}" y="{py(bar.high) - 6:.1f}" text-anchor="middle">{bar.median:,.0f}</text>'
+            f'<text x="{centre:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{escape(bar.label)}</text>'
+        )
+    out.append(
+        f'<text x="{left}" y="{height - 20}" fill="#666" font-size="11">'
+        f"{escape(note + ('; ' if note else '') + 'bar: median; line: min–max')}</text>"
+    )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def stack(panels: list[str]) -> str:
+    """Several charts, one under the other, as one SVG (each panel keeps its own coordinates)."""
+    sizes = [(float(_attribute(p, "width")), float(_attribute(p, "height"))) for p in panels]
+    width, height = max(w for w, _ in sizes), sum(h for _, h in sizes)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" '
+        f'viewBox="0 0 {width:g} {height:g}">',
+        f'<rect width="{width:g}" height="{height:g}" fill="white"/>',
+    ]
+    y = 0.0
+    for panel, (_, h) in zip(panels, sizes, strict=True):
+        out.append(panel.replace("<svg ", f'<svg y="{y:g}" ', 1).strip())
+        y += h
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _attribute(svg: str, name: str) -> str:
+    head = svg[: svg.index(">")]
+    return head.split(f' {name}="', 1)[1].split('"', 1)[0]

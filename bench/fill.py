@@ -38,7 +38,7 @@ WITH pattern AS (
 new_users AS (
     INSERT INTO {user} (password, is_superuser, first_name, last_name, is_staff, is_active, date_joined, email)
     SELECT '!bench-unusable', false, '', '', false, true, now(), %(prefix)s || g || '@example.com'
-    FROM generate_series(1, %(users)s) AS g
+    FROM generate_series(%(first)s, %(last)s) AS g
     RETURNING id
 ),
 new_profiles AS (
@@ -119,6 +119,38 @@ ORDER BY e.id
 """
 
 
+# One promotional grant that has already expired for each of `profiles` filled profiles (of a
+# prefix), opened by its own bonus entry an hour before its expiry, unswept: what
+# `expire_credits` finds after a promotion ends. The next-expiry hint says it is due.
+ADD_EXPIRED_SQL = """
+WITH targets AS (
+    SELECT p.id, p.credits
+    FROM {profile} p JOIN {user} u ON u.id = p.user_id
+    WHERE u.email LIKE %(prefix)s || '%%'
+    ORDER BY p.id
+    LIMIT %(profiles)s
+),
+moved AS (
+    UPDATE {profile} p
+    SET credits = p.credits + %(amount)s::bigint,
+        next_expiry = LEAST(p.next_expiry, now() - interval '1 hour')
+    FROM targets t WHERE t.id = p.id
+),
+entries AS (
+    INSERT INTO {ledger} (profile_id, delta, balance_after, kind, reason, created_at)
+    SELECT id, %(amount)s::bigint, credits + %(amount)s::bigint, 'grant', 'Bench promotion', now() - interval '2 hours'
+    FROM targets
+    ORDER BY id
+    RETURNING id, profile_id, created_at
+)
+INSERT INTO {grant} (profile_id, category, source, amount, remaining, expires_at, payment_id, entry_id, created_at)
+SELECT profile_id, 'promotional', 'grant', %(amount)s::bigint, %(amount)s::bigint, now() - interval '1 hour',
+       NULL, id, created_at
+FROM entries
+ORDER BY id
+"""
+
+
 @dataclass
 class Filled:
     users: int
@@ -136,9 +168,20 @@ def pattern_balance(entries: int, grant: int) -> int:
     return sum(grant if n == 1 else 5 if n % 10 == 0 else -1 for n in range(1, entries + 1))
 
 
-def fill(*, users: int, entries_per_user: int, prefix: str = "bench", grant: int | None = None) -> Filled:
+def fill(
+    *,
+    users: int,
+    entries_per_user: int,
+    prefix: str = "bench",
+    grant: int | None = None,
+    chunk_users: int = 10_000,
+    log=None,
+) -> Filled:
     """Insert `users` users (emails `<prefix><n>@example.com`), each with a profile and
-    `entries_per_user` ledger entries; then VACUUM ANALYZE the tables, as autovacuum would."""
+    `entries_per_user` ledger entries; then VACUUM ANALYZE the tables, as autovacuum would.
+
+    Users are inserted `chunk_users` at a time (one statement, one transaction each), so no
+    statement holds more than about a million new rows in memory, and `log` hears of each chunk."""
     if connection.vendor != "postgresql":
         raise RuntimeError("bench data is generated with PostgreSQL's generate_series")
     grant = grant if grant is not None else max(entries_per_user, 100)
@@ -147,7 +190,17 @@ def fill(*, users: int, entries_per_user: int, prefix: str = "bench", grant: int
     sql = FILL_SQL.format(**_tables())
     began = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"users": users, "entries": entries_per_user, "grant": grant, "prefix": prefix})
+        for first in range(1, users + 1, chunk_users):
+            last = min(users, first + chunk_users - 1)
+            cursor.execute(
+                sql,
+                {"first": first, "last": last, "entries": entries_per_user, "grant": grant, "prefix": prefix},
+            )
+            if log is not None and users > chunk_users:
+                log(
+                    f"fill {prefix}: {last:,} of {users:,} users, {last * entries_per_user:,} entries "
+                    f"({time.perf_counter() - began:.0f} s)"
+                )
     inserted = time.perf_counter() - began
     vacuum_analyze()
     return Filled(users, users * entries_per_user, pattern_balance(entries_per_user, grant), prefix, inserted)
@@ -159,6 +212,16 @@ def add_grants(*, prefix: str, extra: int, amount: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(ADD_GRANTS_SQL.format(**_tables()), {"prefix": prefix, "extra": extra, "amount": amount})
     vacuum_analyze()
+
+
+def add_expired_grants(*, prefix: str, profiles: int, amount: int) -> int:
+    """Give up to `profiles` filled profiles of `prefix` one expired, unswept grant of `amount`
+    credits each (bench.scale_bench times `expire_credits` over them); returns how many."""
+    with connection.cursor() as cursor:
+        cursor.execute(ADD_EXPIRED_SQL.format(**_tables()), {"prefix": prefix, "profiles": profiles, "amount": amount})
+        added = cursor.rowcount
+    vacuum_analyze(*(_tables()[t] for t in ("profile", "grant")))
+    return added
 
 
 def _tables() -> dict[str, str]:

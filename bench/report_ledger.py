@@ -190,5 +190,8 @@ def chart(ledger: dict) -> str:
                 label = f"{names[impl]}, {'1,000 profiles' if target == 'spread' else 'one hot profile'}"
                 series.append(Series(label, colours[impl], target == "hot", sorted(points)))
     return line_chart(
-        "spend_credits vs hand-written psycopg: throughput", "concurrent processes", "operations per second", series
+        "Ledger: spend_credits (one grant, 3 open grants) vs hand-written psycopg",
+        "concurrent processes",
+        "operations per second",
+        series,
     )

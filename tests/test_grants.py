@@ -226,6 +226,60 @@ def test_expired_credits_signal_after_commit(user, django_capture_on_commit_call
     assert heard == [(user.pk, 3, Kind.EXPIRY, opened.pk)]
 
 
+def test_a_sweep_in_batches_writes_what_one_profile_at_a_time_would(
+    make_user, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Profiles are swept a batch per transaction; batches smaller than the work, profiles with
+    several expired grants, and one whose hint is due but has nothing expired (a stale hint)."""
+    from billing import signals
+    from billing.ledger import operations
+
+    monkeypatch.setattr(operations, "EXPIRY_BATCH", 2)
+    at = timezone.now() + timedelta(days=3)
+    users = [make_user() for _ in range(5)]
+    opened = {}
+    for n, someone in enumerate(users):
+        ledger.add_credits(someone, 10, kind=Kind.PURCHASE, reason="bought")
+        opened[someone.pk] = [grant(someone, 1 + n, at=at), grant(someone, 2, at=at + timedelta(hours=1))]
+        grant(someone, 7, days=30)
+    ledger.spend_credits(users[0], 3, reason="used before expiry")  # drawn from its soonest grant
+    stale = make_user()
+    ledger.add_credits(stale, 4, kind=Kind.PURCHASE, reason="bought")
+    type(stale.profile).objects.filter(pk=stale.profile.pk).update(next_expiry=at)
+    heard = []
+
+    def receiver(sender, user, credits, entry, grant, **kwargs):
+        heard.append((user.pk, credits, grant.pk))
+
+    signals.credits_expired.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            total = ledger.expire_credits(now=at + timedelta(hours=2))
+    finally:
+        signals.credits_expired.disconnect(receiver)
+
+    # users[0]: its first grant (1) was spent and 2 more came from the next one; the rest expire.
+    expected = {users[0].pk: [(opened[users[0].pk][1].pk, 0)]}
+    for n, someone in enumerate(users[1:], start=1):
+        expected[someone.pk] = [(opened[someone.pk][0].pk, 1 + n), (opened[someone.pk][1].pk, 2)]
+    swept = [(pk, credits, grant_id) for pk, rows in expected.items() for grant_id, credits in rows if credits]
+    assert sorted(heard) == sorted(swept)
+    assert total == sum(credits for _, credits, _ in swept)
+    entries = LedgerEntry.objects.filter(kind=Kind.EXPIRY)
+    assert entries.count() == len(swept)
+    for entry in entries:
+        assert [amount for _, amount in draws(entry)] == [-entry.delta]
+    for someone in users:
+        someone.profile.refresh_from_db()
+        assert someone.profile.next_expiry == someone.profile.grants.get(amount=7).expires_at  # 30 days
+    stale.profile.refresh_from_db()
+    assert stale.profile.next_expiry == stale.profile.grants.get().expires_at  # the purchase's year
+    assert [ledger.get_balance(someone) for someone in users] == [10 + 7] * 5
+    assert ledger.get_balance(stale) == 4
+    assert ledger.expire_credits(now=at + timedelta(hours=2)) == 0
+    assert_books_sound()
+
+
 # --- clawbacks and reinstatements ------------------------------------------------------------
 
 

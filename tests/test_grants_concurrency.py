@@ -164,3 +164,38 @@ def test_eight_processes_on_grants_keep_the_books(make_user):
         profile = Profile.objects.get(user=user)
         held = CreditGrant.objects.filter(profile=profile).aggregate(total=Sum("remaining"))["total"]
         assert ledger.get_balance(user) == profile.credits == held
+
+
+def _sweep(at):
+    return ledger.expire_credits(now=at)
+
+
+def test_two_sweeps_at_once_expire_each_grant_once(make_user, monkeypatch):
+    """Two expire_credits over the same forty profiles at the same moment, in batches of a few
+    profiles each (the children are forked, so they inherit the small batch): every expired grant
+    gets one expiry entry, the two totals add up to what expired, and the books agree."""
+    from billing.ledger import operations
+
+    monkeypatch.setattr(operations, "EXPIRY_BATCH", 3)
+    at = timezone.now() + timedelta(days=1)
+    users = [make_user() for _ in range(40)]
+    for user in users:
+        ledger.grant_credits(user, 3, reason="flash", expires_at=at)
+        ledger.grant_credits(user, 2, reason="flash, later", expires_at=at + timedelta(minutes=1))
+        ledger.grant_credits(user, 5, reason="welcome")
+
+    totals = run_in_processes(_sweep, [(at + timedelta(minutes=2),)] * 2)
+
+    assert sum(totals) == 40 * 5
+    expiring = CreditGrant.objects.filter(expires_at__isnull=False)
+    assert expiring.count() == 80
+    assert not expiring.filter(remaining__gt=0).exists()
+    entries = LedgerEntry.objects.filter(kind=Kind.EXPIRY)
+    assert entries.count() == 80
+    drawn = GrantAllocation.objects.filter(entry__kind=Kind.EXPIRY)
+    assert sorted(drawn.values_list("grant_id", flat=True)) == sorted(expiring.values_list("pk", flat=True))
+    assert not Profile.objects.exclude(credits=5).exists()
+    assert not Profile.objects.filter(next_expiry__isnull=False).exists()
+    assert list(broken_profiles()) == []
+    assert grant_problems() == []
+    assert entries_off_running_sum() == 0

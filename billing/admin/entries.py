@@ -6,6 +6,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
+from billing.admin.paginator import LargeTablePaginator
 from billing.models import LedgerEntry
 from billing.users import display_name, lookup_fields
 
@@ -32,6 +33,7 @@ class LedgerEntryAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     ]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     list_per_page = 50
     fields = [
         "id",

@@ -9,6 +9,7 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import REPROCESS_PERMISSION, ReadOnlyAdmin
+from billing.admin.paginator import LargeTablePaginator
 from billing.models import StripeEvent
 from billing.webhooks import reprocess_event
 from billing.webhooks.queue import webhooks_async
@@ -21,6 +22,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
     search_fields = ["=event_id", "type"]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     fields = [
         "event_id",
         "type",

@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
+from billing.admin.paginator import LargeTablePaginator
 from billing.models import CreditGrant
 from billing.users import display_name, lookup_fields
 
@@ -52,6 +53,7 @@ class CreditGrantAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     search_fields = [f"profile__user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     list_per_page = 50
     fields = [
         "id",

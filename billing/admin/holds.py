@@ -22,6 +22,7 @@ from billing.admin.common import (
     admin_time,
     int_or_none,
 )
+from billing.admin.paginator import LargeTablePaginator
 from billing.ledger import release_hold
 from billing.models import Hold
 from billing.users import display_name, lookup_fields
@@ -52,6 +53,7 @@ class HoldAdmin(EmailSearchMixin, ReadOnlyAdmin):
     search_fields = [f"profile__user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     list_per_page = 50
     fields = [
         "id",

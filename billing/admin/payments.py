@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from billing.admin.common import REFUND_PERMISSION, EmailSearchMixin, ReadOnlyAdmin, WideListMixin, admin_time
+from billing.admin.paginator import LargeTablePaginator
 from billing.exceptions import BillingError
 from billing.models import Payment
 from billing.refunds import preview_refund, refund_payment
@@ -63,6 +64,7 @@ class PaymentAdmin(WideListMixin, EmailSearchMixin, ReadOnlyAdmin):
     search_fields = [*(f"user__{field}" for field in lookup_fields()), "=stripe_payment_intent_id"]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     fields = [
         "id",
         "user",

@@ -24,6 +24,7 @@ from billing.admin.common import (
 )
 from billing.admin.forms import AdjustCreditsForm, GrantCreditsForm
 from billing.admin.holds import ActiveHoldInline
+from billing.admin.paginator import LargeTablePaginator
 from billing.exceptions import IdempotencyKeyReused, InsufficientCredits
 from billing.ledger import adjust_credits, grant_credits
 from billing.models import CreditGrant, LedgerEntry, Profile
@@ -52,6 +53,7 @@ class ProfileAdmin(EmailSearchMixin, admin.ModelAdmin):
     search_fields = [f"user__{field}" for field in lookup_fields()]
     ordering = ["-id"]
     show_full_result_count = False
+    paginator = LargeTablePaginator  # counts that stay cheap on millions of rows
     fields = ["user", "credits", "on_hold", "next_expiry", "stripe_customer_id", "created_at", "recent_ledger"]
     readonly_fields = ["user", "credits", "on_hold", "next_expiry", "created_at", "recent_ledger"]
     inlines = [ActiveHoldInline, CreditGrantInline]

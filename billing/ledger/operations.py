@@ -28,6 +28,9 @@ Category = CreditGrant.Category
 # purchase. Packs are limited to it in the model and the database, so every pack can be credited;
 # balances are 64-bit columns, so sums of such changes do not overflow in practice.
 MAX_DELTA = MAX_CREDITS_PER_CHANGE
+# Profiles swept per transaction by expire_credits: few enough that a spend of one of them waits
+# a fraction of a second for the lock, many enough that the statements per profile are few.
+EXPIRY_BATCH = 1000
 # What each kind of credit opens: (grant category, grant source).
 OPENS = {
     Kind.PURCHASE: (Category.PAID, CreditGrant.Source.PURCHASE),
@@ -220,16 +223,24 @@ def expire_credits(now: datetime | None = None) -> int:
     alias = router.db_for_write(LedgerEntry)
     total = 0
     due = Profile.objects.using(alias).filter(Q(next_expiry__lte=now) | Q(next_hold_expiry__lte=now))
-    for profile_id in list(due.values_list("pk", flat=True).iterator()):
+    due_ids = list(due.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(due_ids), EXPIRY_BATCH):
+        # A batch of profiles per transaction, their rows locked in id order (so two sweeps at
+        # once never deadlock: the second waits, then finds the grants empty), and each hint
+        # read again under the lock.
         with transaction.atomic(using=alias):
-            profile = Profile.objects.using(alias).select_for_update(of=("self",)).select_related("user")
-            profile = profile.filter(pk=profile_id).first()
-            if profile is None:
-                continue
-            if profile.next_expiry is not None and profile.next_expiry <= now:
-                total += grants.expire_locked(alias, profile, now)
-            if profile.next_hold_expiry is not None and profile.next_hold_expiry <= now:
-                holds.expire_holds_locked(alias, profile.pk, now)
+            locked = list(
+                Profile.objects.using(alias)
+                .select_for_update()
+                .filter(pk__in=due_ids[start : start + EXPIRY_BATCH])
+                .order_by("pk")
+                .values_list("pk", "next_expiry", "next_hold_expiry")
+            )
+            lapsed = [pk for pk, next_expiry, _ in locked if next_expiry is not None and next_expiry <= now]
+            total += grants.expire_many_locked(alias, lapsed, now)
+            for pk, _, next_hold_expiry in locked:
+                if next_hold_expiry is not None and next_hold_expiry <= now:
+                    holds.expire_holds_locked(alias, pk, now)
     return total
 
 

@@ -26,7 +26,7 @@ import functools
 from django.db import connections
 
 from billing.conf import app_settings
-from billing.models import CreditGrant, Hold, LedgerEntry, Payment, PaymentNotice, Profile
+from billing.models import CreditGrant, GrantAllocation, Hold, LedgerEntry, Payment, PaymentNotice, Profile
 
 _CREDIT_SQL = """
 WITH u AS (
@@ -263,3 +263,75 @@ def _entry(alias: str, fields: dict, now, row) -> LedgerEntry | None:
     # is much cheaper than keyword construction on this hot path).
     values = {**fields, "id": entry_id, "profile_id": profile_id, "balance_after": balance_after, "created_at": now}
     return LedgerEntry.from_db(alias, None, [values[f.attname] for f in LedgerEntry._meta.concrete_fields])
+
+
+# Sweeping the expired grants of many locked profiles (grants.expire_many_locked), set-based:
+# each grant's expiry entry carries the running balance of its profile (grants in expiry order),
+# the entry is matched back to its grant by (profile, balance_after), unique because every
+# expiry takes at least one credit, and the next-expiry hint is the soonest grant left open:
+# every grant that has expired by `now` is emptied by this same statement.
+_EXPIRE_SQL = """
+WITH expired AS (
+    SELECT g.id, g.profile_id, g.remaining,
+        p.credits - SUM(g.remaining) OVER (PARTITION BY g.profile_id ORDER BY g.expires_at, g.id) AS balance_after,
+        g.remaining || ' ' || CASE g.category {labels} END || ' credits expired' AS reason,
+        ROW_NUMBER() OVER (ORDER BY g.profile_id, g.expires_at, g.id) AS n
+    FROM {grant} g JOIN {profile} p ON p.id = g.profile_id
+    WHERE g.profile_id = ANY(%(profile_ids)s) AND p.id = ANY(%(profile_ids)s)
+        AND g.remaining > 0 AND g.expires_at <= %(now)s
+), entries AS (
+    INSERT INTO {ledger} (profile_id, delta, balance_after, kind, reason, created_at)
+    SELECT profile_id, -remaining, balance_after, %(kind)s, reason, %(now)s FROM expired ORDER BY n
+    RETURNING id, profile_id, balance_after
+), swept AS (
+    SELECT x.id AS grant_id, x.profile_id, x.remaining, e.id AS entry_id
+    FROM expired x JOIN entries e ON e.profile_id = x.profile_id AND e.balance_after = x.balance_after
+), allocations AS (
+    INSERT INTO {allocation} (entry_id, grant_id, amount) SELECT entry_id, grant_id, remaining FROM swept
+), emptied AS (
+    UPDATE {grant} g SET remaining = 0 FROM expired x WHERE g.id = x.id
+), profiles AS (
+    UPDATE {profile} p
+    SET credits = p.credits - t.total,
+        next_expiry = (
+            SELECT MIN(g.expires_at) FROM {grant} g
+            WHERE g.profile_id = p.id AND g.remaining > 0 AND g.expires_at > %(now)s
+        )
+    FROM (
+        SELECT ids.id, COALESCE(SUM(x.remaining), 0) AS total
+        FROM unnest(%(profile_ids)s::bigint[]) AS ids (id) LEFT JOIN expired x ON x.profile_id = ids.id
+        GROUP BY ids.id
+    ) t
+    WHERE p.id = t.id
+)
+SELECT entry_id, grant_id, profile_id, remaining FROM swept ORDER BY entry_id
+"""
+
+
+def expire_postgresql(alias: str, profile_ids: list[int], now) -> list[tuple[int, int, int, int]]:
+    """Sweep the expired grants of `profile_ids` (rows locked by the caller) in one statement:
+    an expiry entry and its allocation per grant, the grants emptied, balances and next-expiry
+    hints set. Returns (entry id, grant id, profile id, credits) per grant swept."""
+    params = {
+        "profile_ids": list(profile_ids),
+        "now": now,
+        "kind": LedgerEntry.Kind.EXPIRY,
+        # The reason names the category as the active language does ("3 promotional credits expired").
+        **{f"label_{value}": str(label).lower() for value, label in CreditGrant.Category.choices},
+    }
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_expire_sql(), params)
+        return cursor.fetchall()
+
+
+@functools.cache
+def _expire_sql() -> str:
+    # The category values are the model's own constants; their labels go as parameters.
+    labels = " ".join(f"WHEN '{value}' THEN %(label_{value})s" for value in CreditGrant.Category.values)
+    return _EXPIRE_SQL.format(
+        labels=labels,
+        grant=CreditGrant._meta.db_table,
+        profile=Profile._meta.db_table,
+        ledger=LedgerEntry._meta.db_table,
+        allocation=GrantAllocation._meta.db_table,
+    )

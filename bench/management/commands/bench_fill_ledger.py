@@ -21,7 +21,7 @@ class Command(BaseCommand):
         if users <= 0 or entries_per_user < 0:
             raise CommandError("--users must be positive and --entries-per-user not negative")
         started = time.perf_counter()
-        filled = fill(users=users, entries_per_user=entries_per_user, prefix=prefix)
+        filled = fill(users=users, entries_per_user=entries_per_user, prefix=prefix, log=lambda m: self.stdout.write(m))
         self.stdout.write(
             f"{filled.users} users, {filled.entries} ledger entries, balance {filled.balance} each, "
             f"in {time.perf_counter() - started:.1f} s"
