@@ -131,7 +131,11 @@ def _run_parts(parts, smoke: bool, report: dict, results_dir: Path, log) -> None
             log(f"gunicorn (4 workers) on {base_url}, localstripe on {stripe_base}")
             if "webhook" in parts:
                 webhook_plan = webhook_bench.SMOKE if smoke else webhook_bench.FULL
-                attempt("webhook", lambda: webhook_bench.run(webhook_plan, base_url, log, log_dir=log_dir))
+                run_webhook = webhook_bench.run
+                attempt(
+                    "webhook",
+                    lambda: run_webhook(webhook_plan, base_url, log, log_dir=log_dir, stripe_base=stripe_base),
+                )
             if "charge" in parts:
                 charge_plan = charge_bench.SMOKE if smoke else charge_bench.FULL
                 attempt("charge", lambda: charge_bench.run(charge_plan, base_url, stripe_base, log))

@@ -99,8 +99,9 @@ def event_body(payment: dict, run_index: int) -> bytes:
     return json.dumps(event).encode()
 
 
-def run(plan: Plan, base_url: str, log, *, log_dir: Path) -> dict:
-    with servers.db_workers(log_dir, count=WORKERS):
+def run(plan: Plan, base_url: str, log, *, log_dir: Path, stripe_base: str) -> dict:
+    # The workers talk to the same Stripe as the site (receipts ask it for the card).
+    with servers.db_workers(log_dir, count=WORKERS, extra_env={"STRIPE_API_BASE": stripe_base}):
         return _run(plan, base_url, log)
 
 

@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from billing.conf import app_settings
 from billing.decline_messages import customer_message
 from billing.exceptions import AppendOnlyViolation
+from billing.templatetags.billing_money import money
 
 # The ledger's limits, which every layer that accepts a number of credits or an amount checks
 # against, so that nothing one layer accepts is refused by the next (docs/DESIGN.md, "Limits").
@@ -235,8 +236,8 @@ class Payment(models.Model):
     purchase ledger entry per payment)."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        REQUIRES_ACTION = "requires_action"
+        PENDING = "pending", _("Pending")
+        REQUIRES_ACTION = "requires_action", _("Waiting for bank")  # 3-D Secure, or the bank's own check
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         REFUNDED = "refunded"
@@ -317,7 +318,7 @@ class Payment(models.Model):
         permissions = [("refund_payment", "Can refund a payment through Stripe")]
 
     def __str__(self):
-        return f"Payment {self.pk} ({self.get_status_display()}, {self.amount} {self.currency})"
+        return f"Payment {self.pk} ({self.get_status_display()}, {money(self.amount, self.currency)})"
 
     @property
     def reference(self) -> str:

@@ -15,6 +15,8 @@ receipt.txt, receipt.html, and the same for refund_*. Links are absolute from BI
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -23,8 +25,9 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import dateformat, timezone
+from django_tasks import task
 
-from billing import stripe_gateway
+from billing import priorities, stripe_gateway
 from billing.conf import app_settings
 from billing.exceptions import InvalidPaymentRequest
 from billing.models import LedgerEntry, Payment, PaymentNotice
@@ -34,6 +37,47 @@ logger = logging.getLogger(__name__)
 
 # A notice still unsent this long after its fact committed lost its enqueue: send it again.
 RESEND_AFTER = timedelta(minutes=5)
+
+
+# Inside `sent_together`: the payments whose notices are to be sent once the block ends.
+_together: ContextVar[list[int] | None] = ContextVar("billing_notices_together", default=None)
+
+
+def send_on_commit(payment_id: int) -> None:
+    """Have the payment's unsent notices sent by a task once the current transaction commits;
+    inside `sent_together`, by the one task that block enqueues at its end."""
+    collected = _together.get()
+    if collected is not None:
+        collected.append(payment_id)
+        return
+    transaction.on_commit(lambda: _enqueue([payment_id]))
+
+
+@contextmanager
+def sent_together():
+    """Collect the notices the block's commits owe into one task, enqueued when it ends: a worker
+    crediting a batch of Stripe events enqueues one task for their receipts, not one each."""
+    collected: list[int] = []
+    token = _together.set(collected)
+    try:
+        yield
+    finally:
+        _together.reset(token)
+        if collected:
+            _enqueue(sorted(set(collected)))
+
+
+def _enqueue(payment_ids: list[int]) -> None:
+    priorities.prioritised(send_payment_notices_task, priorities.EMAIL).enqueue(payment_ids)
+
+
+@task()
+def send_payment_notices_task(payment_ids: int | list[int]) -> int:
+    """Email the payments' receipts and refund notices not sent yet (each claimed by a
+    conditional UPDATE, so a second run sends nothing). Returns the emails sent. (One id is what
+    earlier versions enqueued.)"""
+    ids = [payment_ids] if isinstance(payment_ids, int) else payment_ids
+    return sum(send_payment_notices(payment_id) for payment_id in ids)
 
 
 def send_payment_notices(payment_id: int) -> int:

@@ -10,7 +10,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
-from billing import autorecharge, signals, tasks
+from billing import autorecharge, notices, signals, tasks
 from billing.conf import app_settings, signup_grant
 from billing.ledger import grant_credits
 from billing.models import Payment, Profile
@@ -77,11 +77,11 @@ def auto_recharge_credited(sender, payment, **kwargs):
 def email_receipt(sender, payment, **kwargs):
     """Send the receipt billing.fulfilment recorded with the credit (BILLING_RECEIPT_EMAILS)."""
     if app_settings.BILLING_RECEIPT_EMAILS:
-        tasks.enqueue_on_commit(tasks.send_payment_notices_task, payment.pk)
+        notices.send_on_commit(payment.pk)
 
 
 @receiver(signals.payment_refunded, dispatch_uid="billing.refund_email")
 def email_refund(sender, payment, **kwargs):
     """Send the notice billing.fulfilment recorded with the refund (BILLING_RECEIPT_EMAILS)."""
     if app_settings.BILLING_RECEIPT_EMAILS:
-        tasks.enqueue_on_commit(tasks.send_payment_notices_task, payment.pk)
+        notices.send_on_commit(payment.pk)

@@ -103,11 +103,8 @@ def auto_recharge_paused_email_task(user_id: int, reason: str) -> int:
     return autorecharge.email_paused(user_id, reason=reason)
 
 
-@task()
-def send_payment_notices_task(payment_id: int) -> int:
-    """Email the payment's receipt and refund notices not sent yet (billing.notices: each claimed
-    by a conditional UPDATE, so a second run sends nothing). Returns the emails sent."""
-    return notices.send_payment_notices(payment_id)
+# Defined beside the notices it sends (billing.notices), which enqueues it.
+send_payment_notices_task = notices.send_payment_notices_task
 
 
 @task()

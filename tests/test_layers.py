@@ -10,7 +10,7 @@ import pytest
 
 BILLING = Path(__file__).resolve().parent.parent / "billing"
 
-FOUNDATIONS = {"conf", "exceptions", "signals", "users", "decline_messages", "templatetags.billing_money"}
+FOUNDATIONS = {"conf", "exceptions", "signals", "users", "decline_messages", "priorities", "templatetags.billing_money"}
 CORE = FOUNDATIONS | {"models", "ledger", "stripe_gateway"}
 SERVICES = CORE | {"fulfilment", "charges", "cards", "refunds", "reconcile", "abandoned", "webhooks"}
 READS = {"conf", "models", "selectors", "pages", "ratelimit"}
@@ -21,9 +21,10 @@ ALLOWED = {
     "exceptions": set(),
     "signals": set(),
     "users": set(),
+    "priorities": set(),
     "decline_messages": set(),
     "templatetags.billing_money": set(),
-    "models": {"conf", "exceptions", "decline_messages"},
+    "models": {"conf", "exceptions", "decline_messages", "templatetags.billing_money"},
     "ledger": {"conf", "exceptions", "models", "signals", "ledger"},
     "stripe_gateway": {"conf", "exceptions", "decline_messages"},
     "fulfilment": CORE,
@@ -33,8 +34,8 @@ ALLOWED = {
     "refunds": CORE | {"fulfilment"},
     "reconcile": CORE | {"fulfilment"},
     "abandoned": CORE | {"fulfilment"},
-    "webhooks": CORE | {"fulfilment"},
-    "notices": {"conf", "exceptions", "models", "stripe_gateway", "templatetags.billing_money"},
+    "webhooks": CORE | {"fulfilment", "notices", "priorities"},
+    "notices": {"conf", "exceptions", "models", "priorities", "stripe_gateway", "templatetags.billing_money"},
     "selectors": {"conf", "models"},
     "pages": {"conf", "models"},
     "ratelimit": {"conf", "models"},

@@ -89,8 +89,8 @@ def test_a_new_event_is_stored_and_acknowledged_and_the_task_credits_it(client, 
 
     assert response.status_code == HTTPStatus.OK
     assert response.json() == {"received": True, "status": "received", "duplicate": False}
-    if is_postgres():  # the duplicate fast path's read, the store in one statement, the task's lease
-        assert len(queries) == 3, [q["sql"] for q in queries]
+    if is_postgres():  # the store (one statement), and for the first event ever the lease's row made
+        assert len(queries) == 2, [q["sql"] for q in queries]
     stored = _stored(event)
     assert (stored.status, stored.attempts, stored.payload) == (Status.RECEIVED, 0, event)
     payment.refresh_from_db()
@@ -103,6 +103,24 @@ def test_a_new_event_is_stored_and_acknowledged_and_the_task_credits_it(client, 
     assert payment.status == Payment.Status.SUCCEEDED
     assert _entries(payment) == [(Kind.PURCHASE, 5)]
     assert (_stored(event).status, _stored(event).attempts) == (Status.PROCESSED, 1)
+
+
+@pytest.mark.postgres
+def test_a_new_event_or_a_redelivery_is_one_statement_on_postgresql(client, no_worker, user):
+    from django_tasks import default_task_backend
+
+    events.post(client, events.intent_succeeded(events.make_payment(user)))  # the lease's row is made
+    default_task_backend.clear()
+    PeriodicJob.objects.filter(name=queue.LEASE_JOB).update(last_enqueued_at=timezone.now() - 2 * queue.LEASE)
+    for enqueued in (1, 1):  # the first claims the free lease and enqueues; the second finds it held
+        event = events.intent_succeeded(events.make_payment(user))
+        with CaptureQueriesContext(connection) as queries:
+            assert events.post(client, event).json()["status"] == "received"
+        assert len(queries) == 1, [q["sql"] for q in queries]
+        assert len(default_task_backend.results) == enqueued  # one task for the burst
+    with CaptureQueriesContext(connection) as queries:
+        assert events.post(client, event).json() == {"received": True, "status": "received", "duplicate": True}
+    assert len(queries) == 1, [q["sql"] for q in queries]
 
 
 def test_with_the_immediate_backend_the_task_runs_before_the_answer(client, settings, user):
@@ -349,3 +367,30 @@ def test_a_task_leaves_events_another_task_holds_and_ends(settings, make_user):
         thread.join(timeout=30)
     assert _stored(event).status == Status.RECEIVED  # still there for the next task or the sweep
     assert process_webhook_events_task.call() == {"processed": 1}
+
+
+@pytest.mark.django_db(transaction=True)  # the batch commits for real, as on a worker
+def test_a_batch_of_events_sends_its_receipts_through_one_task(client, no_worker, user, settings):
+    from django_tasks import default_task_backend
+
+    settings.BILLING_RECEIPT_EMAILS = True
+    payments = [events.make_payment(user) for _ in range(3)]
+    for payment in payments:
+        events.post(client, events.intent_succeeded(payment))
+    default_task_backend.clear()
+
+    assert process_webhook_events_task.call() == {"processed": 3}
+
+    [receipts] = [r for r in default_task_backend.results if r.task.name == "send_payment_notices_task"]
+    assert sorted(receipts.args[0]) == sorted(p.pk for p in payments)
+    # Money before mail: a busy worker credits Stripe's events before it sends emails.
+    assert receipts.task.priority < 0
+
+
+def test_the_events_task_goes_before_other_work(client, no_worker, user):
+    from django_tasks import default_task_backend
+
+    default_task_backend.clear()
+    events.post(client, events.intent_succeeded(events.make_payment(user)))
+    [enqueued] = default_task_backend.results
+    assert (enqueued.task.name, enqueued.task.priority) == ("process_webhook_events_task", 10)

@@ -37,16 +37,17 @@ def stripe_webhook(request):
     if _malformed(event):
         return _error("Invalid payload.", HTTPStatus.BAD_REQUEST)
 
-    status = final_status(event["id"])
-    if status is not None:
-        return JsonResponse({"received": True, "status": status, "duplicate": True})
     if queue.webhooks_async():
+        # One statement answers a new event and a redelivery alike (`accept_event`).
         try:
             status, duplicate = queue.accept_event(event, body)
         except Exception:  # the database refused or is gone: not stored, so Stripe must send it again
             logger.exception("stripe event %s could not be stored", event["id"])
             return _error("The event could not be stored; it will be retried.", HTTPStatus.SERVICE_UNAVAILABLE)
         return JsonResponse({"received": True, "status": status, "duplicate": duplicate})
+    status = final_status(event["id"])
+    if status is not None:  # a redelivery of a finished event: one read, no transaction
+        return JsonResponse({"received": True, "status": status, "duplicate": True})
     record, duplicate = receive_event(event)
     if record.status == StripeEvent.Status.FAILED:
         # The details are in the admin; Stripe only needs to know it should try again.

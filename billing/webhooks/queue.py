@@ -40,6 +40,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_tasks import task
 
+from billing import notices, priorities
 from billing.conf import app_settings
 from billing.exceptions import CreditingRefused
 from billing.models import PeriodicJob, StripeEvent
@@ -105,12 +106,15 @@ def accept_event(event: dict, body: bytes) -> tuple[str, bool]:
     connection = connections[alias]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            inserted, existing = _insert_postgresql(cursor, row)
+            inserted, existing, leased, lease_exists = _insert_postgresql(cursor, row, now)
         else:
-            inserted, existing = _insert_portable(cursor, row)
+            (inserted, existing), leased, lease_exists = _insert_portable(cursor, row), False, False
     if inserted is not None:
         if inserted == Status.RECEIVED:
-            wake()
+            if leased:  # the statement claimed the lease: this event's task is ours to enqueue
+                _enqueue_task()
+            elif not lease_exists:  # PostgreSQL's first event ever, or the portable path
+                wake()
         return inserted, False
     if existing == Status.FAILED:
         StripeEvent.objects.filter(event_id=event["id"], status=Status.FAILED).update(next_attempt_at=now)
@@ -133,10 +137,12 @@ def _payload_text(event: dict, body: bytes) -> str:
 _COLUMNS = ("event_id", "type", "api_version", "status", "error", "payload", "attempts", "received_at", "processed_at")
 
 
-def _insert_postgresql(cursor, row: dict) -> tuple[str | None, str | None]:
+def _insert_postgresql(cursor, row: dict, now: datetime) -> tuple[str | None, str | None, bool, bool]:
     """One statement: the stored status if any, else the insert (ON CONFLICT DO NOTHING for a
-    concurrent first delivery). Returns (status inserted, status already stored)."""
-    table = _table(StripeEvent)
+    concurrent first delivery), and for a new event to run, the lease claimed if it is free (as
+    `_claim_lease` does: an UPDATE that finds it taken writes nothing). Returns (status
+    inserted, status already stored, lease claimed, lease row exists)."""
+    table, jobs = _table(StripeEvent), _table(PeriodicJob)
     values = ", ".join("%s::jsonb" if c == "payload" else "%s" for c in _COLUMNS)
     cursor.execute(
         f"""WITH existing AS (SELECT status FROM {table} WHERE event_id = %s),
@@ -145,9 +151,15 @@ def _insert_postgresql(cursor, row: dict) -> tuple[str | None, str | None]:
             SELECT {values} WHERE NOT EXISTS (SELECT 1 FROM existing)
             ON CONFLICT (event_id) DO NOTHING
             RETURNING status
+        ),
+        leased AS (
+            UPDATE {jobs} SET last_enqueued_at = %s
+            WHERE name = %s AND last_enqueued_at < %s AND EXISTS (SELECT 1 FROM inserted WHERE status = %s)
+            RETURNING 1
         )
-        SELECT (SELECT status FROM inserted), (SELECT status FROM existing)""",  # noqa: S608 - model table name
-        [row["event_id"], *(row[c] for c in _COLUMNS)],
+        SELECT (SELECT status FROM inserted), (SELECT status FROM existing), EXISTS (SELECT 1 FROM leased),
+            EXISTS (SELECT 1 FROM {jobs} WHERE name = %s)""",  # noqa: S608 - model table names
+        [row["event_id"], *(row[c] for c in _COLUMNS), now, LEASE_JOB, now - LEASE, Status.RECEIVED, LEASE_JOB],
     )
     return cursor.fetchone()
 
@@ -175,7 +187,15 @@ def wake(*, force: bool = False) -> None:
     try:
         if not force and not _claim_lease(now):
             return
-        process_webhook_events_task.enqueue()
+    except Exception:
+        logger.exception("could not claim the webhook events lease; the next periodic run will process them")
+        return
+    _enqueue_task()
+
+
+def _enqueue_task() -> None:
+    try:
+        priorities.prioritised(process_webhook_events_task, priorities.WEBHOOK_EVENTS).enqueue()
     except Exception:
         logger.exception("could not enqueue the webhook events task; the next periodic run will process them")
 
@@ -229,7 +249,8 @@ def process_due_events(*, batch: int = BATCH, seconds: float = TASK_SECONDS) -> 
     counts: dict[str, int] = {}
     started = time.monotonic()
     while True:
-        done = _run_batch(batch, counts) + _run_with_lookups(batch, counts)
+        with notices.sent_together():  # the receipts of a batch: one task, not one per payment
+            done = _run_batch(batch, counts) + _run_with_lookups(batch, counts)
         if done:
             if time.monotonic() - started > seconds:
                 _release_lease()
