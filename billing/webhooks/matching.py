@@ -20,14 +20,14 @@ def find_payment(*, intent_id: str | None, metadata) -> Payment:
     payment_id = _int_or_none(metadata.get("payment_id") if isinstance(metadata, dict) else None)
     payment = None
     if payment_id is not None:
-        payment = Payment.objects.filter(pk=payment_id).first()
+        payment = _payments().filter(pk=payment_id).first()
         reference = metadata.get("payment_ref")
         if payment is not None and isinstance(reference, str) and reference != payment.reference:
             # Same payment id, another installation (a second environment on this Stripe
             # account, or a database reset): Stripe sends every endpoint every event.
             raise NotOurs(f"PaymentIntent {intent_id} is for payment {reference} of another installation")
     if payment is None and intent_id:
-        payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first()
+        payment = _payments().filter(stripe_payment_intent_id=intent_id).first()
     if payment is None:
         if payment_id is not None:
             raise UnknownPayment(f"metadata names payment {payment_id}, which is not in this database ({intent_id})")
@@ -39,6 +39,12 @@ def find_payment(*, intent_id: str | None, metadata) -> Payment:
         )
     _check_user(payment, metadata, intent_id)
     return payment
+
+
+def _payments():
+    # With what every handler reads of it (the pack names the ledger entry, the user the signals):
+    # one query, not three.
+    return Payment.objects.select_related("pack", "user")
 
 
 def _check_user(payment: Payment, metadata, intent_id: str | None) -> None:
