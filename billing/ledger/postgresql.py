@@ -158,7 +158,7 @@ def credit_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict) 
         "now": now,
         "grant_payment_id": fields["payment_id"] if grant["source"] == CreditGrant.Source.PURCHASE else None,
     }
-    return _entry(alias, fields, now, _execute(alias, _credit_sql(), params))
+    return _entry(alias, fields, now, execute_prepared(alias, _credit_sql(), params))
 
 
 def purchase_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict, payment: dict):
@@ -167,7 +167,7 @@ def purchase_postgresql(alias: str, user_id: int, fields: dict, now, grant: dict
     open as `payment` (intent_id, open_statuses, succeeded) requires, or the user has no
     profile (nothing changed)."""
     params = {**fields, **grant, **payment, "user_id": user_id, "now": now}
-    row = _execute(alias, _purchase_sql(), params)
+    row = execute_prepared(alias, _purchase_sql(), params)
     if row is None:
         return None
     return _entry(alias, fields, now, row[:3]), row[3:]
@@ -178,13 +178,13 @@ def debit_postgresql(alias: str, user_id: int, fields: dict, now) -> LedgerEntry
     billing_spend. None when the balance is short, credits expired since the last sweep, or
     there is no profile (nothing changed)."""
     params = {**fields, "user_id": user_id, "amount": -fields["delta"], "now": now}
-    return _entry(alias, fields, now, _execute(alias, _DEBIT_SQL, params))
+    return _entry(alias, fields, now, execute_prepared(alias, _DEBIT_SQL, params))
 
 
 def hold_postgresql(alias: str, user_id: int, fields: dict):
     """Reserve `fields["amount"]` credits and record the hold in one statement; None when fewer
     are available, credits expired since the last sweep, or there is no profile."""
-    row = _execute(alias, _hold_sql(), {**fields, "user_id": user_id})
+    row = execute_prepared(alias, _hold_sql(), {**fields, "user_id": user_id})
     if row is None:
         return None
     hold_id, profile_id = row
@@ -208,7 +208,7 @@ def capture_postgresql(alias: str, hold_id: int, amount: int, reason: str, key: 
     """Settle an active, unexpired hold in one call of billing_capture: (the capture entry or
     None when nothing was used,) or None when the hold needs the slow path."""
     params = {"hold_id": hold_id, "amount": amount, "reason": reason, "idempotency_key": key, "now": now}
-    row = _execute(alias, _CAPTURE_SQL, params)
+    row = execute_prepared(alias, _CAPTURE_SQL, params)
     if row is None:
         return None
     if row[0] is None:
@@ -229,7 +229,9 @@ def capture_fields(amount: int, reason: str, key: str) -> dict:
     }
 
 
-def _execute(alias: str, sql: str, params: dict):
+def execute_prepared(alias: str, sql: str, params):
+    """Run `sql` and fetch its one row, as a server-side prepared statement where the settings
+    allow (BILLING_LEDGER_PREPARED_STATEMENTS). Also used for the webhook store's statement."""
     connection = connections[alias]
     if app_settings.BILLING_LEDGER_PREPARED_STATEMENTS and not connection.queries_logged:
         # A server-side prepared statement: PostgreSQL parses and plans it once per connection

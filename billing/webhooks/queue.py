@@ -43,6 +43,7 @@ from django_tasks import task
 from billing import notices, priorities
 from billing.conf import app_settings
 from billing.exceptions import CreditingRefused
+from billing.ledger.postgresql import execute_prepared
 from billing.models import PeriodicJob, StripeEvent
 from billing.webhooks import store
 from billing.webhooks.registry import CHARGE_WANTED, Found
@@ -104,10 +105,10 @@ def accept_event(event: dict, body: bytes) -> tuple[str, bool]:
     }
     alias = router.db_for_write(StripeEvent)
     connection = connections[alias]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            inserted, existing, leased, lease_exists = _insert_postgresql(cursor, row, now)
-        else:
+    if connection.vendor == "postgresql":
+        inserted, existing, leased, lease_exists = _insert_postgresql(alias, row, now)
+    else:
+        with connection.cursor() as cursor:
             (inserted, existing), leased, lease_exists = _insert_portable(cursor, row), False, False
     if inserted is not None:
         if inserted == Status.RECEIVED:
@@ -137,14 +138,16 @@ def _payload_text(event: dict, body: bytes) -> str:
 _COLUMNS = ("event_id", "type", "api_version", "status", "error", "payload", "attempts", "received_at", "processed_at")
 
 
-def _insert_postgresql(cursor, row: dict, now: datetime) -> tuple[str | None, str | None, bool, bool]:
+def _insert_postgresql(alias: str, row: dict, now: datetime) -> tuple[str | None, str | None, bool, bool]:
     """One statement: the stored status if any, else the insert (ON CONFLICT DO NOTHING for a
     concurrent first delivery), and for a new event to run, the lease claimed if it is free (as
     `_claim_lease` does: an UPDATE that finds it taken writes nothing). Returns (status
-    inserted, status already stored, lease claimed, lease row exists)."""
+    inserted, status already stored, lease claimed, lease row exists). Prepared once per
+    connection, like the ledger's statements."""
     table, jobs = _table(StripeEvent), _table(PeriodicJob)
     values = ", ".join("%s::jsonb" if c == "payload" else "%s" for c in _COLUMNS)
-    cursor.execute(
+    return execute_prepared(
+        alias,
         f"""WITH existing AS (SELECT status FROM {table} WHERE event_id = %s),
         inserted AS (
             INSERT INTO {table} ({", ".join(_COLUMNS)})
@@ -161,7 +164,6 @@ def _insert_postgresql(cursor, row: dict, now: datetime) -> tuple[str | None, st
             EXISTS (SELECT 1 FROM {jobs} WHERE name = %s)""",  # noqa: S608 - model table names
         [row["event_id"], *(row[c] for c in _COLUMNS), now, LEASE_JOB, now - LEASE, Status.RECEIVED, LEASE_JOB],
     )
-    return cursor.fetchone()
 
 
 def _insert_portable(cursor, row: dict) -> tuple[str | None, str | None]:
