@@ -372,6 +372,35 @@ def _webhook_rates(webhook: dict) -> dict[str, Figure]:
 # history of each change, with before/after figures, is in bench/NOTES.md.
 EXPLANATIONS = (
     (
+        "Ledger throughput",
+        ("ledger",),
+        "a credit is one statement and a debit one call of a PL/pgSQL function, each prepared once per connection; "
+        "a spend reads only the grants it draws from (bench/NOTES.md sections 1, 6 and 7).",
+    ),
+    (
+        "Holds",
+        ("hold+capture",),
+        "a hold and its capture are two operations, each committed on its own (that is what lets a slow paid action "
+        "run without a lock): two round trips and two commits against a spend's one; bench/NOTES.md section 8 has "
+        "the time inside the functions.",
+    ),
+    (
+        "Webhook endpoint",
+        ("webhook",),
+        "a new event or a redelivery is one prepared statement (the store, the duplicate check and the task lease "
+        "together, billing/webhooks/queue.py), answered before any crediting; task workers credit stored events 25 "
+        "per transaction, each payment in one statement, ahead of emails, a batch's receipts in one task "
+        "(bench/NOTES.md sections 10 and 12; before: the whole fulfilment in the request, 0.08-0.10x and "
+        "188-196 events/s).",
+    ),
+    (
+        "Charge endpoint",
+        ("charge overhead",),
+        "6 statements around the Stripe call (14 before): the Payment committed before Stripe is called, then the "
+        "payment marked succeeded and credited in one statement whose result answers the balance "
+        "(bench/NOTES.md section 9).",
+    ),
+    (
         "Admin pages over the big ledger",
         ("admin GET",),
         "a changelist's count comes from billing/admin/paginator.py: on a PostgreSQL table its statistics call "

@@ -101,19 +101,10 @@ class AppServer:
         return [int(pid) for pid in children]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
+        _stop_group(self, grace=15)
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return _log_text(self.log_path)
 
 
 @dataclass
@@ -141,19 +132,28 @@ class TaskWorker:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
+        _stop_group(self, grace=30)  # a batch in hand finishes first
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return _log_text(self.log_path)
+
+
+def _stop_group(server, *, grace: float) -> None:
+    """SIGTERM the process group (master and workers), SIGKILL it after `grace` seconds."""
+    if server.proc is not None and server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=10)
+    if server.log_file is not None:
+        server.log_file.close()
+        server.log_file = None
+
+
+def _log_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def wait_for_webhook_events(*, timeout: float = 120) -> int:
