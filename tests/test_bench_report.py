@@ -68,6 +68,7 @@ def test_the_changes_section_groups_targets_and_names_each_miss():
         ("admin GET /admin/billing/profile/", "< 500 ms", "700 ms", False),
         ("charge overhead beyond Stripe, p50", "< 10 ms", "27 ms", False),
         ("webhook duplicates vs trivial view", "≥ 0.5x", "0.6x", True),
+        ("show_credits", "instant (< 100 ms)", "300 ms", False),
     ]
     text = "\n".join(report._changes_section(rows))
     assert "bench/NOTES.md" in text
@@ -75,8 +76,10 @@ def test_the_changes_section_groups_targets_and_names_each_miss():
         "**Admin pages over the big ledger** (2 targets, 1 of 2 NOT met (admin GET /admin/billing/profile/: 700 ms))"
         in text
     )
-    assert "**charge overhead beyond Stripe, p50**: 27 ms, target < 10 ms, NOT met" in text
-    assert "webhook duplicates" not in text  # met, and nothing to explain
+    assert "**Charge endpoint** (1 target, 1 of 1 NOT met (charge overhead beyond Stripe, p50: 27 ms))" in text
+    assert "**Webhook endpoint** (1 target, met)" in text
+    # A miss no group explains is named on its own line, pointing at the notes.
+    assert "**show_credits**: 300 ms, target instant (< 100 ms), NOT met" in text
 
 
 def test_a_report_is_written_with_its_chart_and_raw_results(tmp_path):
