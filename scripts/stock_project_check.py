@@ -6,7 +6,7 @@
    templates, static files, migrations and commands, and nothing of the project around it.
 2. Creates a fresh virtualenv and installs the wheel there (its dependencies from the package
    index) plus the project's database driver; `django-admin startproject` in a temporary directory.
-3. Adds only what docs/INSTALL.md says (INSTALLED_APPS, TASKS, URLs, the three Stripe keys,
+3. Adds only what docs/INSTALL.md says (INSTALLED_APPS, TASKS, URLs, the three Stripe keys, the site URL,
    STRIPE_API_BASE pointing at a localstripe this script starts), a sign-in page and one tiny
    paid view using `@credits_required(1)`; Django's default `auth.User`.
 4. Migrates on PostgreSQL (DATABASE_URL's server, database STOCK_CHECK_DB, default `stock_check`,
@@ -165,6 +165,7 @@ def start_project(out: Path, python: Path, *, stripe_base: str, database: dict) 
             STRIPE_PUBLISHABLE_KEY = "pk_test_stock_check"
             STRIPE_WEBHOOK_SECRET = "whsec_stock_check"
             STRIPE_API_BASE = {stripe_base!r}  # localstripe, started by scripts/stock_project_check.py
+            BILLING_SITE_URL = "http://127.0.0.1:8000"
 
             # --- the stock project's own choices ---
             DATABASES = {{"default": {database!r}}}
