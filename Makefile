@@ -27,7 +27,7 @@ stock-check: $(VENV)/.installed
 	$(PY) scripts/stock_project_check.py
 
 # Benchmarks on PostgreSQL (BENCH_DATABASE_URL, default: DATABASE_URL's server, database <name>_bench,
-# dropped and re-created). Full run: about 10 minutes, writes docs/BENCHMARKS.md. Smoke: seconds, for CI.
+# dropped and re-created). Full run: about 15 minutes, writes docs/BENCHMARKS.md. Smoke: seconds, for CI.
 bench: $(VENV)/.installed
 	$(PY) -m bench
 

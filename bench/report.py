@@ -133,7 +133,8 @@ def _document(report: dict, chart: str | None) -> str:
         f"{report['started']}, in {report.get('seconds', 0):.0f} s. Every figure is the median over the runs, "
         "with the spread (slowest–fastest run) in brackets; each ratio is taken within a run, against the "
         "baseline measured in that same run, then summarised the same way. Re-run with `make bench` "
-        "(about 10 minutes); the harness is in `bench/` (see `python -m bench --help`).",
+        "(about 15 minutes, a quarter of it generating ten million ledger entries); "
+        "the harness is in `bench/` (see `python -m bench --help`).",
         "",
         "## Machine and versions",
         "",
@@ -396,9 +397,9 @@ EXPLANATIONS = (
     (
         "Charge endpoint",
         ("charge overhead",),
-        "6 statements around the Stripe call (14 before): the Payment committed before Stripe is called, then the "
-        "payment marked succeeded and credited in one statement whose result answers the balance "
-        "(bench/NOTES.md section 9).",
+        "6 statements around the Stripe call (14 before), then the receipt's task enqueued: the Payment "
+        "committed before Stripe is called, then the payment marked succeeded and credited in one statement "
+        "whose result answers the balance (bench/NOTES.md section 9).",
     ),
     (
         "Admin pages over the big ledger",

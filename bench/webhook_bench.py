@@ -6,7 +6,8 @@ with 2 task workers (`manage.py db_worker`, the Procfile's `worker` line) runnin
              database task backend); the workers lock and fulfil the payments and credit the ledger.
 - credited:  the same new events end to end: events / seconds from the first send to the last
              of their ledger entries (every payment credited, checked, within a deadline).
-- duplicate: the same events sent again once credited: answered 200 from one read, without work.
+- duplicate: the same events sent again once credited: answered 200 from the store's one statement,
+             which finds them stored and writes nothing.
 - trivial:   POST /bench/trivial/ (bench.urls), same body and headers, same middleware: the
              cost of a request that does nothing, on the same server with the same client.
 
