@@ -108,6 +108,14 @@ def banner(site_url: str, stripe_line: str) -> str:
     )
 
 
+def development_defaults(env: dict, port: str) -> None:
+    """What the development site needs unless the environment or `.env` says otherwise: DEBUG,
+    no email verification, and links in emails (receipts) to this site on its own port."""
+    env.setdefault("DEBUG", "1")
+    env.setdefault("ACCOUNT_EMAIL_VERIFICATION", "optional")
+    env.setdefault("BILLING_SITE_URL", f"http://127.0.0.1:{port}")
+
+
 def main() -> int:
     os.chdir(ROOT)
     chosen = os.environ.get("DOTENV_PATH")
@@ -116,8 +124,6 @@ def main() -> int:
         print(f"Wrote {dotenv} (development settings; `python manage.py ...` reads it too).", flush=True)
     # The file's values under the environment's, as core/settings.py reads them.
     env = {**(read_dotenv(dotenv) if dotenv is not None else {}), **os.environ}
-    env.setdefault("DEBUG", "1")
-    env.setdefault("ACCOUNT_EMAIL_VERIFICATION", "optional")
     port = env.get("PORT", "8000")
     manage = [sys.executable, str(ROOT / "manage.py")]
     if not port.isdigit() or not port_is_free(int(port)):
@@ -126,6 +132,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    development_defaults(env, port)
 
     localstripe = server = worker = None
     stopping = threading.Event()

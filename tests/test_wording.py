@@ -297,3 +297,26 @@ def test_manage_py_runs_on_a_dotenv_and_the_environment_wins(tmp_path):
 def test_the_tests_never_read_a_developers_dotenv():
     assert os.environ.get("DOTENV_PATH") == ""
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_make_run_links_emails_to_its_own_port_unless_told_otherwise():
+    from scripts.dev import development_defaults
+
+    env = {}
+    development_defaults(env, "8123")
+    assert env["BILLING_SITE_URL"] == "http://127.0.0.1:8123"  # receipts link to the site that sent them
+    chosen = {"BILLING_SITE_URL": "https://credits.example.com"}  # from the environment or .env
+    development_defaults(chosen, "8123")
+    assert chosen["BILLING_SITE_URL"] == "https://credits.example.com"
+
+
+@pytest.mark.django_db
+def test_the_email_confirmation_subject_is_in_sentence_case(client, settings):
+    from django.core import mail
+
+    settings.ACCOUNT_EMAIL_VERIFICATION = "optional"
+    password = "a long enough test passphrase"
+    data = {"email": "subject@example.com", "password1": password, "password2": password}
+    client.post("/accounts/signup/", data)
+    [message] = mail.outbox
+    assert message.subject.endswith("Please confirm your email address"), message.subject
