@@ -41,17 +41,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: list[Series], *, 
     def py(y: float) -> float:
         return top + plot_h - y / y_top * plot_h
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="28" font-size="15" font-weight="bold">{escape(title)}</text>',
-    ]
-    y = 0.0
-    while y <= y_top + 1e-9:
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#e4e4e4"/>')
-        out.append(f'<text x="{left - 8}" y="{py(y) + 4:.1f}" text-anchor="end">{y:,.0f}</text>')
-        y += step
+    out = _frame(title, width, height, left, plot_w, py, y_top, step)
     for x in xs:
         out.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#f0f0f0"/>')
         out.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 18}" text-anchor="middle">{x}</text>')
@@ -97,17 +87,8 @@ class Bar:
     high: float
 
 
-def bar_chart(title: str, y_label: str, bars: list[Bar], *, width=790, height=360, note: str = "") -> str:
-    """One bar per measured quantity (the median), with a line from the slowest to the fastest run."""
-    left, right, top, bottom = 80, 40, 50, 70
-    plot_w, plot_h = width - left - right, height - top - bottom
-    y_max = max((b.high for b in bars), default=1.0) or 1.0
-    step = _nice_step(y_max * 1.05)
-    y_top = step * math.ceil(y_max * 1.05 / step)
-
-    def py(y: float) -> float:
-        return top + plot_h - y / y_top * plot_h
-
+def _frame(title: str, width, height, left, plot_w, py, y_top: float, step: float) -> list[str]:
+    """The start of a chart: the white page, the title, and the horizontal grid with its labels."""
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
@@ -119,6 +100,21 @@ def bar_chart(title: str, y_label: str, bars: list[Bar], *, width=790, height=36
         out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#e4e4e4"/>')
         out.append(f'<text x="{left - 8}" y="{py(y) + 4:.1f}" text-anchor="end">{y:,.0f}</text>')
         y += step
+    return out
+
+
+def bar_chart(title: str, y_label: str, bars: list[Bar], *, width=790, height=360, note: str = "") -> str:
+    """One bar per measured quantity (the median), with a line from the slowest to the fastest run."""
+    left, right, top, bottom = 80, 40, 50, 70
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y_max = max((b.high for b in bars), default=1.0) or 1.0
+    step = _nice_step(y_max * 1.05)
+    y_top = step * math.ceil(y_max * 1.05 / step)
+
+    def py(y: float) -> float:
+        return top + plot_h - y / y_top * plot_h
+
+    out = _frame(title, width, height, left, plot_w, py, y_top, step)
     out.append(
         f'<line x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#333"/>'
         f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}" stroke="#333"/>'

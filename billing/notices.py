@@ -82,14 +82,11 @@ def send_payment_notices_task(payment_ids: int | list[int]) -> int:
 
 def send_payment_notices(payment_id: int) -> int:
     """Send the payment's unsent notices, each claimed first; returns the emails sent."""
-    if PaymentNotice.objects.filter(payment_id=payment_id, sent_at__isnull=True).exists():
+    unsent = PaymentNotice.objects.filter(payment_id=payment_id, sent_at__isnull=True)
+    unsent = list(unsent.values_list("pk", flat=True))
+    if unsent:
         learn_card(payment_id)
-    sent = 0
-    for notice_id in PaymentNotice.objects.filter(payment_id=payment_id, sent_at__isnull=True).values_list(
-        "pk", flat=True
-    ):
-        sent += send_notice(notice_id)
-    return sent
+    return sum(send_notice(notice_id) for notice_id in unsent)
 
 
 def learn_card(payment_id: int) -> None:

@@ -5,8 +5,6 @@ saved cards and auto-recharge."""
 
 import os
 import re
-import subprocess
-import sys
 from http import HTTPStatus
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from django.utils import timezone
 from billing import ledger
 from billing.models import AutoRecharge, CreditPack, LedgerEntry, Payment, SavedCard
 from core.env import read_dotenv
+from tests.test_settings import manage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,6 +198,11 @@ def test_signed_out_billing_leads_to_a_sign_in_that_says_why(client):
 
 @pytest.fixture
 def auto_recharge_on(user):
+    return turn_on_auto_recharge(user)
+
+
+def turn_on_auto_recharge(user) -> AutoRecharge:
+    """A saved Visa ending 4242 and auto-recharge on, agreed to in its consent sentence."""
     SavedCard.objects.create(
         profile=user.profile,
         stripe_payment_method_id="pm_words",
@@ -268,29 +272,17 @@ def test_read_dotenv_takes_comments_quotes_and_export(tmp_path):
         read_dotenv(path)
 
 
-def manage(*args, **env):
-    clean = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "core.settings", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_manage_py_runs_on_a_dotenv_and_the_environment_wins(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text(
         (ROOT / ".env.development.example").read_text().replace("__generated__", "x" * 50)
         + f"DATABASE_URL=sqlite:///{tmp_path / 'dev.sqlite3'}\n"
     )
-    without = manage("check", DOTENV_PATH="")
+    without = manage("check", env={"DOTENV_PATH": ""})
     assert without.returncode != 0 and "must be set" in without.stderr
-    assert manage("check", DOTENV_PATH=str(dotenv)).returncode == 0
+    assert manage("check", env={"DOTENV_PATH": str(dotenv)}).returncode == 0
     code = "from django.conf import settings; print(settings.DEBUG, settings.STRIPE_API_BASE, settings.SUPPORT_EMAIL)"
-    shown = manage("shell", "-v", "0", "-c", code, DOTENV_PATH=str(dotenv), SUPPORT_EMAIL="ops@example.com")
+    shown = manage("shell", "-v", "0", "-c", code, env={"DOTENV_PATH": str(dotenv), "SUPPORT_EMAIL": "ops@example.com"})
     assert shown.stdout.split() == ["True", "http://127.0.0.1:8420", "ops@example.com"], shown.stderr
 
 

@@ -29,11 +29,11 @@ def shoot(tab, name, open_page, *, fits=True):
 
 def test_the_newcomers_pages(page):  # noqa: F811
     from django.contrib.auth import get_user_model
-    from django.utils import timezone
     from playwright.sync_api import expect
 
     from billing import ledger
-    from billing.models import AutoRecharge, CreditPack, LedgerEntry, SavedCard
+    from billing.models import AutoRecharge, LedgerEntry
+    from tests.test_wording import turn_on_auto_recharge
 
     os.makedirs(SHOTS_DIR, exist_ok=True)
     sign_up(page, "newcomer@example.com")
@@ -55,24 +55,7 @@ def test_the_newcomers_pages(page):  # noqa: F811
     expect(page.get_by_test_id("greeting")).to_have_text("Welcome back")
     shoot(page, "home-back", lambda: page.goto("/"))
 
-    SavedCard.objects.create(
-        profile=user.profile,
-        stripe_payment_method_id="pm_words",
-        brand="visa",
-        last4="4242",
-        exp_month=12,
-        exp_year=2034,
-    )
-    AutoRecharge.objects.create(
-        profile=user.profile,
-        enabled=True,
-        pack=CreditPack.objects.get(slug="starter"),
-        threshold=3,
-        monthly_limit=2,
-        consent_text="When your balance falls below 3, charge your Visa ending 4242 $5.00 for 5 credits, "
-        "at most 2 times a month.",
-        consented_at=timezone.now(),
-    )
+    turn_on_auto_recharge(user)
     shoot(page, "billing", lambda: page.goto("/billing/#auto-recharge"))
     expect(page.get_by_test_id("auto-recharge-consent")).to_be_hidden()
 
